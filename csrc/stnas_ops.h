@@ -1,0 +1,39 @@
+// Entry points of stnas._C. Each backend file implements its own; bindings.cpp exposes them to Python.
+// Contracts: ../README.md ("The fast ops") and csrc/README.md. Inputs arrive validated by the Python
+// layer; each entry still checks device, dtype and sizes with TORCH_CHECK so a direct caller gets a
+// clear message.
+#pragma once
+#include <torch/extension.h>
+
+#include <tuple>
+#include <vector>
+
+namespace stnas {
+
+using TensorList = std::vector<at::Tensor>;
+
+void sgld_step_cpu(const TensorList& params, const TensorList& grads, const TensorList& momenta,
+                   double lr, double weight_decay, double momentum, double sigma, int64_t seed,
+                   int64_t step, const std::vector<int64_t>& indices);
+at::Tensor masked_path_sum_forward_cpu(const TensorList& ys, const at::Tensor& weights,
+                                       const std::vector<int64_t>& active);
+std::tuple<TensorList, at::Tensor> masked_path_sum_backward_cpu(const at::Tensor& grad_out,
+                                                                const TensorList& ys,
+                                                                const at::Tensor& weights,
+                                                                const std::vector<int64_t>& active,
+                                                                bool need_grad_weights);
+
+#ifdef STNAS_WITH_CUDA
+void sgld_step_cuda(const TensorList& params, const TensorList& grads, const TensorList& momenta,
+                    double lr, double weight_decay, double momentum, double sigma, int64_t seed,
+                    int64_t step, const std::vector<int64_t>& indices);
+at::Tensor masked_path_sum_forward_cuda(const TensorList& ys, const at::Tensor& weights,
+                                        const std::vector<int64_t>& active);
+std::tuple<TensorList, at::Tensor> masked_path_sum_backward_cuda(const at::Tensor& grad_out,
+                                                                 const TensorList& ys,
+                                                                 const at::Tensor& weights,
+                                                                 const std::vector<int64_t>& active,
+                                                                 bool need_grad_weights);
+#endif
+
+}  // namespace stnas
