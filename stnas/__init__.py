@@ -1,0 +1,8 @@
+"""stnas: one-shot neural architecture search at hardware speed.
+
+The fast ops live in :mod:`stnas.ops`, the SGLD optimiser in :mod:`stnas.optim`.
+"""
+from stnas import ops, optim
+
+__version__ = "0.1.0"
+__all__ = ["ops", "optim", "__version__"]
