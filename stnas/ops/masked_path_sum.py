@@ -113,7 +113,7 @@ def _setup_context(ctx, inputs, output):
     ys, weights, active, backend = inputs
     ctx.active = list(active)
     ctx.backend = backend
-    ctx.need_grad_weights = bool(ctx.needs_input_grad[1])
+    ctx.need_grad_weights = bool(weights.requires_grad)
     # Without a weight gradient the inputs are not needed: saving them would keep every path alive.
     ctx.save_for_backward(*(ys if ctx.need_grad_weights else ()), weights)
     ctx.layout = (ys[0].shape, ys[0].stride(), ys[0].dtype)

@@ -96,10 +96,11 @@ def _check_tensor_list(params, grads, momenta, indices):
             raise ValueError(f"stnas.ops.sgld_step: {name} has {len(seq)} entries but params has {n}")
     if momenta is not None and len(momenta) != n:
         raise ValueError(f"stnas.ops.sgld_step: momenta has {len(momenta)} entries but params has {n}")
-    device = params[0].device if n else None
     for i, p in enumerate(params):
         if not isinstance(p, torch.Tensor):
             raise TypeError(f"stnas.ops.sgld_step: params[{i}] is a {type(p).__name__}, not a tensor")
+    device = params[0].device if n else None
+    for i, p in enumerate(params):
         if p.dtype != torch.float32:
             raise TypeError(f"stnas.ops.sgld_step: params[{i}] must be float32 (master weights), got {p.dtype}")
         if p.device != device:
