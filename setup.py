@@ -42,7 +42,7 @@ def _extensions():
 
     include_dirs = [os.path.join(HERE, "csrc", "include"), os.path.join(HERE, "csrc")]
     sources = ["csrc/bindings.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp", root_dir=HERE))
-    cxx = ["-O3", "-std=c++17", "-fopenmp-simd"]
+    cxx = ["-O3", "-std=c++17", "-fopenmp-simd", "-fno-math-errno"]
     define_macros = []
     if not with_cuda:
         return [cpp_extension.CppExtension("stnas._C", sources, include_dirs=include_dirs,

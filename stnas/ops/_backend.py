@@ -97,9 +97,12 @@ def last_backend(op: str) -> str | None:
 
 
 def available_backends(op: str, device: torch.device | str) -> list[str]:
-    """Backends that can run ``op`` on ``device`` now, in the automatic order."""
+    """Backends that can run ``op`` on ``device`` now: those of the automatic order first, in that order,
+    then those that run only when forced (Triton on CPU tensors under its interpreter)."""
     device = torch.device(device)
-    return [b for b in BACKENDS if not unavailable_reason(op, b, device)]
+    auto = _AUTO_ORDER.get(device.type, ("reference",))
+    ordered = list(auto) + [b for b in BACKENDS if b not in auto]
+    return [b for b in ordered if not unavailable_reason(op, b, device)]
 
 
 def flat_storage_view(t: torch.Tensor) -> torch.Tensor:

@@ -188,8 +188,12 @@ def sgld_step(
     if not params:
         return
     scalars = (float(lr), float(weight_decay), float(momentum), float(sigma), int(seed), int(step))
-    with_grad = [i for i, g in enumerate(grads) if g is not None]
-    if with_grad:
+    # One launch per gradient dtype: the kernels are specialised on it.
+    by_dtype: dict[torch.dtype, list[int]] = {}
+    for i, g in enumerate(grads):
+        if g is not None:
+            by_dtype.setdefault(g.dtype, []).append(i)
+    for with_grad in by_dtype.values():
         _sgld_step_op(
             [params[i] for i in with_grad],
             [_like_param(grads[i], params[i]) for i in with_grad],
