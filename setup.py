@@ -42,7 +42,8 @@ def _extensions():
 
     include_dirs = [os.path.join(HERE, "csrc", "include"), os.path.join(HERE, "csrc")]
     sources = ["csrc/bindings.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp", root_dir=HERE))
-    cxx = ["-O3", "-std=c++17", "-fopenmp-simd", "-fno-math-errno"]
+    # No -std flag: torch's BuildExtension picks the standard its headers need (C++20 from torch 2.14).
+    cxx = ["-O3", "-fopenmp-simd", "-fno-math-errno"]
     define_macros = []
     if not with_cuda:
         return [cpp_extension.CppExtension("stnas._C", sources, include_dirs=include_dirs,
@@ -55,7 +56,7 @@ def _extensions():
             include_dirs.append(cu13)
     sources += sorted(glob.glob("csrc/cuda/*.cu", root_dir=HERE))
     define_macros.append(("STNAS_WITH_CUDA", "1"))
-    nvcc = ["-O3", "-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"]
+    nvcc = ["-O3", "--expt-relaxed-constexpr", "-lineinfo"]
     return [cpp_extension.CUDAExtension("stnas._C", sources, include_dirs=include_dirs,
                                         define_macros=define_macros,
                                         extra_compile_args={"cxx": cxx + ["-DSTNAS_WITH_CUDA=1"], "nvcc": nvcc})]

@@ -72,15 +72,27 @@ STNAS_HD void philox_normal4(uint64_t seed, uint64_t step, uint32_t index, uint6
   const Philox4 r = philox4x32_10(static_cast<uint32_t>(group), index,
                                   static_cast<uint32_t>(step), static_cast<uint32_t>(step >> 32),
                                   static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
-  constexpr float kTwoPi = 6.283185307179586f;
   const float r01 = sqrtf(-2.0f * logf(philox_uniform(r.x[0])));
   const float r23 = sqrtf(-2.0f * logf(philox_uniform(r.x[2])));
+#if defined(__CUDA_ARCH__)
+  // sincospif(2u) = (sin, cos)(2 pi u) with an exact argument reduction: sinf/cosf would carry their
+  // huge-argument slow path (a local-memory stack frame) for arguments that never exceed 2 pi.
+  float s1, c1, s3, c3;
+  sincospif(2.0f * philox_uniform(r.x[1]), &s1, &c1);
+  sincospif(2.0f * philox_uniform(r.x[3]), &s3, &c3);
+  out[0] = r01 * c1;
+  out[1] = r01 * s1;
+  out[2] = r23 * c3;
+  out[3] = r23 * s3;
+#else
+  constexpr float kTwoPi = 6.283185307179586f;
   const float t1 = kTwoPi * philox_uniform(r.x[1]);
   const float t3 = kTwoPi * philox_uniform(r.x[3]);
   out[0] = r01 * cosf(t1);
   out[1] = r01 * sinf(t1);
   out[2] = r23 * cosf(t3);
   out[3] = r23 * sinf(t3);
+#endif
 }
 
 }  // namespace stnas

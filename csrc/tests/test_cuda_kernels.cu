@@ -1,0 +1,162 @@
+// Torch-free test of the CUDA kernels (needs a GPU): fp32 SGLD step (noise off and on) and the masked
+// path sum forward/backward, against float64 host references, on odd sizes and misaligned pointers,
+// with outputs poisoned (NaN) before each run. Exit code 0 only if every check passes.
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <vector>
+
+#include "stnas/philox.h"
+
+extern "C" {
+cudaError_t stnas_sgld_step_f32(float* const*, const float* const*, float* const*, const int64_t*, const uint32_t*,
+                                int, float, float, float, float, uint64_t, uint64_t, cudaStream_t);
+cudaError_t stnas_masked_path_sum_forward_f32(const float* const*, const int32_t*, int, const float*, float*, int64_t,
+                                              cudaStream_t);
+int stnas_masked_path_sum_backward_f32(const float*, const float* const*, float* const*, const int32_t*, int, int,
+                                       const float*, float*, int64_t, cudaStream_t);
+}
+
+static int failures = 0;
+#define CHECK_CUDA(x)                                                                  \
+  do {                                                                                 \
+    cudaError_t e_ = (x);                                                              \
+    if (e_ != cudaSuccess) {                                                           \
+      std::printf("CUDA error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__); \
+      std::exit(2);                                                                    \
+    }                                                                                  \
+  } while (0)
+
+static void expect(bool ok, const char* what, int64_t n, double err) {
+  std::printf("%-48s n=%-7lld max err %.3g  %s\n", what, static_cast<long long>(n), err, ok ? "ok" : "FAIL");
+  if (!ok) ++failures;
+}
+
+static std::vector<float> random_vector(int64_t n, std::mt19937& rng) {
+  std::normal_distribution<float> d;
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+// offset: elements to shift each device pointer by, to exercise the unaligned paths.
+static void test_sgld(int64_t n, int offset, float sigma, std::mt19937& rng) {
+  const float lr = 0.1f, wd = 0.01f, mu = 0.9f;
+  const uint64_t seed = 123456789, step = 7;
+  const uint32_t index = 5;
+  std::vector<float> p = random_vector(n, rng), g = random_vector(n, rng), v = random_vector(n, rng);
+  float *dp, *dg, *dv;
+  CHECK_CUDA(cudaMalloc(&dp, (n + offset) * 4));
+  CHECK_CUDA(cudaMalloc(&dg, (n + offset) * 4));
+  CHECK_CUDA(cudaMalloc(&dv, (n + offset) * 4));
+  CHECK_CUDA(cudaMemcpy(dp + offset, p.data(), n * 4, cudaMemcpyHostToDevice));
+  CHECK_CUDA(cudaMemcpy(dg + offset, g.data(), n * 4, cudaMemcpyHostToDevice));
+  CHECK_CUDA(cudaMemcpy(dv + offset, v.data(), n * 4, cudaMemcpyHostToDevice));
+  float* params[1] = {dp + offset};
+  const float* grads[1] = {dg + offset};
+  float* momenta[1] = {dv + offset};
+  CHECK_CUDA(stnas_sgld_step_f32(params, grads, momenta, &n, &index, 1, lr, wd, mu, sigma, seed, step, 0));
+  CHECK_CUDA(cudaDeviceSynchronize());
+  std::vector<float> p2(n), v2(n);
+  CHECK_CUDA(cudaMemcpy(p2.data(), dp + offset, n * 4, cudaMemcpyDeviceToHost));
+  CHECK_CUDA(cudaMemcpy(v2.data(), dv + offset, n * 4, cudaMemcpyDeviceToHost));
+  double err = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    const double d = double(g[j]) + wd * double(p[j]);
+    const double vv = mu * double(v[j]) + d;
+    float noise[4] = {0, 0, 0, 0};
+    stnas::philox_normal4(seed, step, index, j / 4, noise);
+    const double want = double(p[j]) - lr * vv + double(sigma) * noise[j % 4];
+    const double e = std::fabs(p2[j] - want) / (1.0 + std::fabs(want)) + std::fabs(v2[j] - vv) / (1.0 + std::fabs(vv));
+    err = std::isnan(p2[j]) ? INFINITY : std::fmax(err, e);
+  }
+  char name[96];
+  std::snprintf(name, sizeof name, "sgld_step sigma=%g offset=%d", sigma, offset);
+  expect(err < 1e-5, name, n, err);
+  cudaFree(dp);
+  cudaFree(dg);
+  cudaFree(dv);
+}
+
+static void test_masked_path_sum(int64_t n, int paths, int offset, std::mt19937& rng) {
+  const int k = paths + 2;  // two inactive weights in between
+  std::vector<float> w(k);
+  for (int i = 0; i < k; ++i) w[i] = 0.25f * (i + 1);
+  std::vector<int32_t> idx(paths);
+  for (int a = 0; a < paths; ++a) idx[a] = a < 1 ? 0 : a + 2;  // skips weights 1 and 2
+  std::vector<std::vector<float>> ys(paths);
+  std::vector<float*> dys(paths), dgy(paths);
+  for (int a = 0; a < paths; ++a) {
+    ys[a] = random_vector(n, rng);
+    CHECK_CUDA(cudaMalloc(&dys[a], (n + offset) * 4));
+    CHECK_CUDA(cudaMalloc(&dgy[a], (n + offset) * 4));
+    CHECK_CUDA(cudaMemcpy(dys[a] + offset, ys[a].data(), n * 4, cudaMemcpyHostToDevice));
+    CHECK_CUDA(cudaMemset(dgy[a], 0xff, (n + offset) * 4));  // NaN poison
+    dys[a] += offset;
+    dgy[a] += offset;
+  }
+  std::vector<float> gout = random_vector(n, rng);
+  float *dw, *dout, *dg, *dpartial;
+  CHECK_CUDA(cudaMalloc(&dw, k * 4));
+  CHECK_CUDA(cudaMalloc(&dout, (n + offset) * 4));
+  CHECK_CUDA(cudaMalloc(&dg, (n + offset) * 4));
+  CHECK_CUDA(cudaMalloc(&dpartial, 1024 * k * 4));
+  CHECK_CUDA(cudaMemcpy(dw, w.data(), k * 4, cudaMemcpyHostToDevice));
+  CHECK_CUDA(cudaMemset(dout, 0xff, (n + offset) * 4));
+  CHECK_CUDA(cudaMemset(dpartial, 0, 1024 * k * 4));
+  CHECK_CUDA(cudaMemcpy(dg + offset, gout.data(), n * 4, cudaMemcpyHostToDevice));
+  CHECK_CUDA(stnas_masked_path_sum_forward_f32(dys.data(), idx.data(), paths, dw, dout + offset, n, 0));
+  const int blocks = stnas_masked_path_sum_backward_f32(dg + offset, dys.data(), dgy.data(), idx.data(), paths, k, dw,
+                                                        dpartial, n, 0);
+  CHECK_CUDA(cudaDeviceSynchronize());
+  if (blocks < 0) {
+    expect(false, "masked_path_sum_backward launch", n, INFINITY);
+    return;
+  }
+  std::vector<float> out(n), partial(size_t(blocks) * k);
+  CHECK_CUDA(cudaMemcpy(out.data(), dout + offset, n * 4, cudaMemcpyDeviceToHost));
+  CHECK_CUDA(cudaMemcpy(partial.data(), dpartial, partial.size() * 4, cudaMemcpyDeviceToHost));
+  double err_f = 0, err_g = 0, err_w = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    double want = 0;
+    for (int a = 0; a < paths; ++a) want += double(w[idx[a]]) * ys[a][i];
+    err_f = std::isnan(out[i]) ? INFINITY : std::fmax(err_f, std::fabs(out[i] - want) / (1 + std::fabs(want)));
+  }
+  for (int a = 0; a < paths; ++a) {
+    std::vector<float> gy(n);
+    CHECK_CUDA(cudaMemcpy(gy.data(), dgy[a], n * 4, cudaMemcpyDeviceToHost));
+    double dot = 0, got = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const double want = double(w[idx[a]]) * gout[i];
+      err_g = std::isnan(gy[i]) ? INFINITY : std::fmax(err_g, std::fabs(gy[i] - want));
+      dot += double(gout[i]) * ys[a][i];
+    }
+    for (int b = 0; b < blocks; ++b) got += partial[size_t(b) * k + idx[a]];
+    err_w = std::fmax(err_w, std::fabs(got - dot) / (1 + std::fabs(dot)) / std::sqrt(double(n)));
+  }
+  for (int b = 0; b < blocks; ++b)  // inactive columns stay zero
+    err_w = std::fmax(err_w, std::fabs(partial[size_t(b) * k + 1]) + std::fabs(partial[size_t(b) * k + 2]));
+  char name[96];
+  std::snprintf(name, sizeof name, "masked_path_sum fwd A=%d offset=%d", paths, offset);
+  expect(err_f < 1e-6, name, n, err_f);
+  std::snprintf(name, sizeof name, "masked_path_sum bwd grads A=%d offset=%d", paths, offset);
+  expect(err_g < 1e-6, name, n, err_g);
+  std::snprintf(name, sizeof name, "masked_path_sum bwd dots A=%d offset=%d", paths, offset);
+  expect(err_w < 1e-6, name, n, err_w);
+}
+
+int main() {
+  std::mt19937 rng(2026);
+  for (int64_t n : {1, 7, 1023, 4097, 1000003}) {
+    for (int offset : {0, 1}) {
+      test_sgld(n, offset, 0.0f, rng);
+      test_sgld(n, offset, 0.5f, rng);
+      for (int paths : {1, 3, 16}) test_masked_path_sum(n, paths, offset, rng);
+    }
+  }
+  std::printf("%s: %d failure(s)\n", failures ? "FAILED" : "PASSED", failures);
+  return failures ? 1 : 0;
+}
