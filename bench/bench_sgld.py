@@ -34,6 +34,7 @@ common.ensure_stnas_importable()
 
 import stnas  # noqa: E402
 import stnas.ops  # noqa: E402
+import stnas.optim  # noqa: E402
 from stnas.ops import _backend  # noqa: E402
 
 OP = "sgld_step"
@@ -258,6 +259,26 @@ def main(argv=None) -> dict:
             return fn, {"backend": b}
         run(f"stnas:{b}", build, "Philox noise materialised in PyTorch ops" if b == "reference"
             else "fused, in-register Philox noise")
+
+    # The optimiser, as a training loop calls it: tensors checked on the first step only (the op rows
+    # above pay the full per-tensor boundary checks on every call). PyTorch keeps .grad in the param's
+    # dtype, so these rows exist for fp32 grads only.
+    for b in backends if grad_dtype == torch.float32 else ():
+        if b == "reference":
+            continue
+
+        def build_opt(b=b):
+            params, grads, momenta = clone_state(base_state)
+            for p, g in zip(params, grads):
+                p.grad = g
+            opt = stnas.optim.SGLD(params, lr=LR, momentum=momentum, weight_decay=WEIGHT_DECAY,
+                                   temperature=sigma**2 / (2 * LR), dataset_size=1, seed=SEED, backend=b)
+            if momenta is not None and momentum > 0:
+                for p, v in zip(params, momenta):
+                    opt.state[p]["momentum_buffer"] = v
+            opt.step()
+            return opt.step, {"backend": b}
+        run(f"stnas.optim.SGLD:{b}", build_opt, "the optimiser: boundary checks on its first step only")
 
     grad_note = "" if grad_dtype == torch.float32 else f"; {args.grad_dtype} grads cast to fp32 .grad in the timed region"
     for impl, kind in (("eager_foreach", "foreach"), ("fused", "fused")):

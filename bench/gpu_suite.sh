@@ -1,37 +1,42 @@
 #!/usr/bin/env bash
-# Build, test and benchmark stnas on a CUDA machine in one go; every log and result lands in OUTDIR.
-#   bash bench/gpu_suite.sh OUTDIR
-# Needs: a CUDA build of torch, nvcc, ninja, pytest, triton (pip install --no-build-isolation --no-deps -e .
-# is run here, so nothing is downloaded).
+# Build, test and benchmark stnas on a CUDA machine; every log and result lands in OUTDIR.
+#   bash bench/gpu_suite.sh OUTDIR [all|test|bench]
+#     test:  build stnas._C with the CUDA kernels, run the torch-free CUDA unit test and pytest
+#     bench: run the op benchmarks (after a build)
+# Needs a CUDA build of torch, nvcc, ninja, pytest and triton; nothing is downloaded.
 set -uo pipefail
-out=${1:?usage: bash bench/gpu_suite.sh OUTDIR}
+out=${1:?usage: bash bench/gpu_suite.sh OUTDIR [all|test|bench]}
+stage=${2:-all}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16}
-log="$out/suite.log"
+log="$out/suite_$stage.log"
 step() { echo "== $*" | tee -a "$log"; }
 
 step "device"
 { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv; nvcc --version | tail -2;
   python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"; } 2>&1 | tee -a "$log"
 
-step "build (STNAS_CUDA=1)"
-t0=$(date +%s)
-if ! STNAS_CUDA=1 python3 -m pip install --no-build-isolation --no-deps -e . > "$out/build.log" 2>&1; then
-  tail -60 "$out/build.log"; exit 1
-fi
-echo "built in $(( $(date +%s) - t0 )) s" | tee -a "$log"
+if [ "$stage" = all ] || [ "$stage" = test ]; then
+  step "build (STNAS_CUDA=1)"
+  t0=$(date +%s)
+  if ! STNAS_CUDA=1 python3 -m pip install --no-build-isolation --no-deps -e . > "$out/build.log" 2>&1; then
+    tail -60 "$out/build.log"; exit 1
+  fi
+  echo "built in $(( $(date +%s) - t0 )) s" | tee -a "$log"
 
-step "standalone CUDA kernel test (torch-free)"
-if [ -f csrc/tests/test_cuda_kernels.cu ]; then
+  step "torch-free CUDA kernel test"
   nvcc -O3 -std=c++17 -arch=sm_90 -Icsrc/include -Icsrc csrc/tests/test_cuda_kernels.cu csrc/cuda/standalone.cu \
-    -o /tmp/test_cuda_kernels >> "$log" 2>&1 && /tmp/test_cuda_kernels 2>&1 | tail -20 | tee -a "$log"
+    -o /tmp/test_cuda_kernels >> "$log" 2>&1 && /tmp/test_cuda_kernels 2>&1 | tail -25 | tee -a "$log"
+
+  step "pytest"
+  python3 -m pytest -q -p no:cacheprovider -rs tests > "$out/pytest.log" 2>&1
+  tail -25 "$out/pytest.log" | tee -a "$log"
 fi
 
-step "pytest"
-python3 -m pytest -q -p no:cacheprovider tests 2>&1 | tail -40 | tee -a "$log" > "$out/pytest_tail.txt"
-tail -5 "$out/pytest_tail.txt"
-
-step "benchmarks"
-python3 bench/bench_sgld.py --device cuda --out "$out/sgld_cuda.json" 2>&1 | tee -a "$log"
-python3 bench/bench_masked_path_sum.py --device cuda --out "$out/masked_path_sum_cuda.json" 2>&1 | tee -a "$log"
+if [ "$stage" = all ] || [ "$stage" = bench ]; then
+  step "benchmarks"
+  python3 bench/bench_sgld.py --device cuda --out "$out/sgld_cuda.json" 2>&1 | tee -a "$log"
+  python3 bench/bench_sgld.py --device cuda --numel 100000000 --grad-dtype bf16 --out "$out/sgld_cuda_100m_bf16.json" 2>&1 | tee -a "$log"
+  python3 bench/bench_masked_path_sum.py --device cuda --out "$out/masked_path_sum_cuda.json" 2>&1 | tee -a "$log"
+fi
 step "done"

@@ -13,12 +13,14 @@ _CACHE_LIMIT = 64
 
 
 def cached_table(key: tuple, rows, device: torch.device) -> torch.Tensor:
-    """An int64 device tensor of ``rows`` (a list of equal-length int lists), cached under ``key``."""
+    """An int64 device tensor of ``rows`` (a list of equal-length int lists, or a function returning
+    one, called only on a cache miss), cached under ``key``."""
     full_key = (key, str(device))
     table = _CACHE.get(full_key)
     if table is None:
         if len(_CACHE) >= _CACHE_LIMIT:
             _CACHE.clear()
-        table = torch.tensor(rows, dtype=torch.int64).to(device, non_blocking=True)
+        rows = rows() if callable(rows) else rows
+        table = torch.tensor(rows, dtype=torch.int64).reshape(len(rows), -1).to(device, non_blocking=True)
         _CACHE[full_key] = table
     return table

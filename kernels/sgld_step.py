@@ -72,21 +72,24 @@ def _sgld_step_kernel(table, grad_ref, lr, weight_decay, momentum, sigma, seed, 
 def _table(params, grads, momenta, indices):
     key = tuple((p.data_ptr(), p.numel()) for p in params) + tuple(g.data_ptr() for g in grads) + \
         tuple(v.data_ptr() for v in momenta) + tuple(indices)
-    rows = []
-    for i, p in enumerate(params):
-        g = grads[i].data_ptr() if grads else 0
-        v = momenta[i].data_ptr() if momenta else 0
-        rows += [[p.data_ptr(), g, v, first, p.numel(), indices[i]] for first in range(0, p.numel(), BLOCK)]
-    return cached_table(key, rows, params[0].device), len(rows)
+
+    def rows():  # built only on a cache miss: 100M params are ~24k rows of Python lists
+        out = []
+        for i, p in enumerate(params):
+            g = grads[i].data_ptr() if grads else 0
+            v = momenta[i].data_ptr() if momenta else 0
+            out += [[p.data_ptr(), g, v, first, p.numel(), indices[i]] for first in range(0, p.numel(), BLOCK)]
+        return out
+
+    table = cached_table(key, rows, params[0].device)
+    return table, table.shape[0]
 
 
 def sgld_step(params, grads, momenta, lr, weight_decay, momentum, sigma, seed, step, indices):
     """Update ``params`` in place; argument conventions of stnas.ops.sgld_step_reference."""
-    if not params:
+    if not any(p.numel() for p in params):
         return
     table, programs = _table(params, grads, momenta, indices)
-    if programs == 0:  # only empty tensors
-        return
     grad_ref = grads[0] if grads else params[0]
     _sgld_step_kernel[(programs,)](
         table, grad_ref, lr, weight_decay, momentum, sigma, seed, step & 0xFFFFFFFF, step >> 32,

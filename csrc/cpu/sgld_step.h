@@ -17,15 +17,15 @@ struct SgldScalars {
   uint64_t seed, step;
 };
 
-// kBlock normals starting at element `first` (a multiple of 4) of parameter `index`.
+// 4 * groups (<= kNoiseBlock) normals starting at element `first` (a multiple of 4) of parameter `index`.
 constexpr int kNoiseBlock = 256;
 
-inline void philox_normal_block(uint64_t seed, uint64_t step, uint32_t index, uint64_t first,
+inline void philox_normal_block(uint64_t seed, uint64_t step, uint32_t index, uint64_t first, int groups,
                                 float* out) {
   constexpr int kGroups = kNoiseBlock / 4;
   uint32_t x0[kGroups], x1[kGroups], x2[kGroups], x3[kGroups];
   const uint64_t q0 = first / 4;
-  for (int i = 0; i < kGroups; ++i) {
+  for (int i = 0; i < groups; ++i) {
     const Philox4 r = philox4x32_10(static_cast<uint32_t>(q0 + i), index, static_cast<uint32_t>(step),
                                     static_cast<uint32_t>(step >> 32), static_cast<uint32_t>(seed),
                                     static_cast<uint32_t>(seed >> 32));
@@ -35,7 +35,7 @@ inline void philox_normal_block(uint64_t seed, uint64_t step, uint32_t index, ui
     x3[i] = r.x[3];
   }
 #pragma omp simd
-  for (int i = 0; i < kGroups; ++i) {
+  for (int i = 0; i < groups; ++i) {
     const float r01 = std::sqrt(-2.0f * log_unit(philox_uniform(x0[i])));
     const float r23 = std::sqrt(-2.0f * log_unit(philox_uniform(x2[i])));
     float s1, c1, s3, c3;
@@ -58,7 +58,9 @@ void sgld_step_range(float* __restrict p, const G* __restrict g, float* __restri
   for (int64_t block = begin & ~int64_t{3}; block < end; block += kNoiseBlock) {
     const int64_t lo = block > begin ? block : begin;
     const int64_t hi = block + kNoiseBlock < end ? block + kNoiseBlock : end;
-    if (kNoise) philox_normal_block(s.seed, s.step, index, static_cast<uint64_t>(block), noise);
+    // Only the groups this range touches: a small tensor must not pay for a whole block of normals.
+    if (kNoise) philox_normal_block(s.seed, s.step, index, static_cast<uint64_t>(block),
+                                    static_cast<int>((hi - block + 3) / 4), noise);
     const float* nz = noise - block;
 #pragma omp simd
     for (int64_t j = lo; j < hi; ++j) {

@@ -55,6 +55,14 @@ def _run_backend(backend, *args):
         _backend.triton_module("sgld_step")[0].sgld_step(*args)
 
 
+def _sgld_step_impl(params, grads, momenta, lr, weight_decay, momentum, sigma, seed, step, indices, backend):
+    if not params:
+        return
+    chosen = _backend.choose("sgld_step", params[0].device, backend)
+    _run_backend(chosen, params, grads, momenta, lr, weight_decay, momentum, sigma, seed, step, indices)
+    _backend.record("sgld_step", chosen)
+
+
 @torch.library.custom_op("stnas::sgld_step", mutates_args=("params", "momenta"))
 def _sgld_step_op(
     params: list[torch.Tensor],
@@ -69,11 +77,7 @@ def _sgld_step_op(
     indices: list[int],
     backend: str,
 ) -> None:
-    if not params:
-        return
-    chosen = _backend.choose("sgld_step", params[0].device, backend)
-    _run_backend(chosen, params, grads, momenta, lr, weight_decay, momentum, sigma, seed, step, indices)
-    _backend.record("sgld_step", chosen)
+    _sgld_step_impl(params, grads, momenta, lr, weight_decay, momentum, sigma, seed, step, indices, backend)
 
 
 @_sgld_step_op.register_fake
@@ -136,8 +140,9 @@ def _check_tensor_list(params, grads, momenta, indices):
 
 
 def _like_param(g: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    """g laid out with p's strides, so that both can be walked as flat storage."""
-    if g.stride() == p.stride() and _backend.is_dense(g):
+    """g laid out with p's strides, so that both can be walked as flat storage (p is dense, so equal
+    strides and shapes make g dense too)."""
+    if g.stride() == p.stride():
         return g
     return torch.empty_like(p, dtype=g.dtype).copy_(g)
 
@@ -174,6 +179,13 @@ def sgld_step(
     """
     params, grads = list(params), list(grads)
     indices = list(range(len(params))) if indices is None else list(indices)
+    validate_sgld_step_args(params, grads, momenta, lr, weight_decay, momentum, sigma, seed, step, indices)
+    run_sgld_step(params, grads, momenta, lr=lr, weight_decay=weight_decay, momentum=momentum, sigma=sigma,
+                  seed=seed, step=step, indices=indices, noise_without_grad=noise_without_grad, backend=backend)
+
+
+def validate_sgld_step_args(params, grads, momenta, lr, weight_decay, momentum, sigma, seed, step, indices):
+    """Every boundary check of :func:`sgld_step`; raises ValueError/TypeError naming the argument."""
     for name, value, low, high, open_ in (("lr", lr, 0.0, math.inf, False),
                                           ("weight_decay", weight_decay, 0.0, math.inf, False),
                                           ("momentum", momentum, 0.0, 1.0, True),
@@ -185,16 +197,27 @@ def sgld_step(
     if momentum > 0 and momenta is None:
         raise ValueError("stnas.ops.sgld_step: momentum > 0 needs momenta (one float32 buffer per param)")
     _check_tensor_list(params, grads, momenta if momentum > 0 else None, indices)
+
+
+@torch.no_grad()
+def run_sgld_step(params, grads, momenta, *, lr, weight_decay, momentum, sigma, seed, step, indices,
+                  noise_without_grad=False, backend=None):
+    """:func:`sgld_step` without the per-tensor boundary checks, for callers that validated once (the
+    SGLD optimiser checks its param groups on their first step; 161 tensors cost ~0.9 ms of Python checks
+    per call on the CI machine, more than the CUDA kernel's whole step). Outside torch.compile the
+    backend is called directly; the ``torch.library`` op (and its dispatcher overhead) is what a
+    compiled graph records."""
     if not params:
         return
     scalars = (float(lr), float(weight_decay), float(momentum), float(sigma), int(seed), int(step))
+    call = _sgld_step_op if torch.compiler.is_compiling() else _sgld_step_impl
     # One launch per gradient dtype: the kernels are specialised on it.
     by_dtype: dict[torch.dtype, list[int]] = {}
     for i, g in enumerate(grads):
         if g is not None:
             by_dtype.setdefault(g.dtype, []).append(i)
     for with_grad in by_dtype.values():
-        _sgld_step_op(
+        call(
             [params[i] for i in with_grad],
             [_like_param(grads[i], params[i]) for i in with_grad],
             [momenta[i] for i in with_grad] if momentum > 0 else [],
@@ -203,6 +226,6 @@ def sgld_step(
             backend or "auto",
         )
     without_grad = [i for i, g in enumerate(grads) if g is None]
-    if noise_without_grad and without_grad and sigma > 0:
-        _sgld_step_op([params[i] for i in without_grad], [], [], *scalars,
-                      [indices[i] for i in without_grad], backend or "auto")
+    if noise_without_grad and sigma > 0 and without_grad:
+        call([params[i] for i in without_grad], [], [], *scalars, [indices[i] for i in without_grad],
+             backend or "auto")

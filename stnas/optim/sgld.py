@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from stnas.ops.sgld_step import sgld_step
+from stnas.ops.sgld_step import run_sgld_step, validate_sgld_step_args
 
 
 class SGLD(torch.optim.Optimizer):
@@ -55,6 +55,9 @@ class SGLD(torch.optim.Optimizer):
                         dataset_size=dataset_size, seed=seed, step=0, noise_without_grad=noise_without_grad)
         self.backend = backend
         super().__init__(params, defaults)
+        # Param groups whose tensors were checked: the checks run on a group's first step (and after a
+        # change of its tensors), not on every step, where they cost more than the fused kernel.
+        self._checked: dict[int, tuple] = {}
 
     @staticmethod
     def noise_std(group: dict) -> float:
@@ -80,9 +83,14 @@ class SGLD(torch.optim.Optimizer):
                     if "momentum_buffer" not in state:
                         state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     momenta.append(state["momentum_buffer"])
-            sgld_step(params, [p.grad for p in params], momenta, lr=group["lr"],
-                      weight_decay=group["weight_decay"], momentum=group["momentum"],
-                      sigma=self.noise_std(group), seed=group["seed"], step=group["step"], indices=indices,
-                      noise_without_grad=group["noise_without_grad"], backend=self.backend)
+            grads = [p.grad for p in params]
+            kwargs = dict(lr=group["lr"], weight_decay=group["weight_decay"], momentum=group["momentum"],
+                          sigma=self.noise_std(group), seed=group["seed"], step=group["step"], indices=indices)
+            signature = (tuple(map(id, params)), tuple(g is None or g.dtype for g in grads))
+            if self._checked.get(id(group)) != signature:
+                validate_sgld_step_args(params, grads, momenta, **kwargs)
+                self._checked[id(group)] = signature
+            run_sgld_step(params, grads, momenta, noise_without_grad=group["noise_without_grad"],
+                          backend=self.backend, **kwargs)
             group["step"] += 1
         return loss
