@@ -260,6 +260,26 @@ def main(argv=None) -> dict:
         run(f"stnas:{b}", build, "Philox noise materialised in PyTorch ops" if b == "reference"
             else "fused, in-register Philox noise")
 
+    # The backend's launcher alone (no Python checks, no dispatch): what the kernel itself reaches.
+    for b in backends:
+        if b == "reference":
+            continue
+
+        def build_raw(b=b):
+            params, grads, momenta = clone_state(base_state)
+            launch = (_backend.compiled_module()[0].sgld_step_cuda if b == "cuda" else
+                      _backend.compiled_module()[0].sgld_step_cpu if b == "cpp" else
+                      _backend.triton_module(OP)[0].sgld_step)
+            vs = momenta if (momenta is not None and momentum > 0) else []
+            counter = [0]
+
+            def fn():
+                counter[0] += 1
+                launch(params, grads, vs, LR, WEIGHT_DECAY, momentum, sigma, SEED, counter[0], indices)
+
+            return fn, {"backend": b}
+        run(f"launcher:{b}", build_raw, "the backend's launcher called directly: kernel time plus launch cost")
+
     # The optimiser, as a training loop calls it: tensors checked on the first step only (the op rows
     # above pay the full per-tensor boundary checks on every call). PyTorch keeps .grad in the param's
     # dtype, so these rows exist for fp32 grads only.

@@ -63,7 +63,8 @@ STNAS_HD Philox4 philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c
 
 STNAS_HD float philox_uniform(uint32_t x) {
   // (x >> 9) < 2^23, so (x >> 9) + 0.5 and its product with 2^-23 are exact in fp32; never 0 or 1.
-  return (static_cast<float>(x >> 9) + 0.5f) * 1.1920928955078125e-07f;
+  // Converting through int32 (exact: the value is < 2^23) lets vector units use the signed convert.
+  return (static_cast<float>(static_cast<int32_t>(x >> 9)) + 0.5f) * 1.1920928955078125e-07f;
 }
 
 // The four normals of group q = j / 4 for parameter `index` at `step` under `seed`.
