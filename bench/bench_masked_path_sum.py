@@ -35,7 +35,7 @@ import stnas  # noqa: E402
 import stnas.ops  # noqa: E402
 
 OP = "masked_path_sum"
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = common.DTYPES
 MODES = ("fwd", "bwd", "fwd+bwd")
 
 

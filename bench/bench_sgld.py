@@ -38,7 +38,7 @@ import stnas.optim  # noqa: E402
 from stnas.ops import _backend  # noqa: E402
 
 OP = "sgld_step"
-GRAD_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+GRAD_DTYPES = common.DTYPES
 LR, WEIGHT_DECAY, SIGMA, SEED = 1e-3, 5e-4, 1e-3, 1234
 
 
