@@ -1,5 +1,24 @@
 // Python bindings of stnas._C. Python calls these through stnas.ops, never directly.
+#include <ATen/Parallel.h>
+
+#include <atomic>
+
 #include "stnas_ops.h"
+
+namespace {
+// Threads that one at::parallel_for of this extension actually runs on. A build without the flags that
+// ATen's parallel backend needs (-fopenmp for OpenMP) compiles the loop serially and reports 1.
+int64_t parallel_threads_used() {
+  std::atomic<int64_t> most{0};
+  at::parallel_for(0, 1024, 1, [&](int64_t, int64_t) {
+    const int64_t t = static_cast<int64_t>(at::get_thread_num()) + 1;
+    int64_t seen = most.load();
+    while (t > seen && !most.compare_exchange_weak(seen, t)) {
+    }
+  });
+  return most.load();
+}
+}  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "stnas compiled kernels (C++ CPU always; CUDA when built with it)";
@@ -8,6 +27,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 #else
   m.attr("with_cuda") = false;
 #endif
+  m.def("parallel_threads_used", &parallel_threads_used,
+        "threads one at::parallel_for of this extension runs on (the build's parallel backend check)");
   m.def("sgld_step_cpu", &stnas::sgld_step_cpu, "fused multi-tensor SGLD step (C++ CPU)");
   m.def("masked_path_sum_forward_cpu", &stnas::masked_path_sum_forward_cpu,
         "sum_a w[active[a]] * ys[a] (C++ CPU)");

@@ -25,3 +25,14 @@ def test_cuda_kernels_are_built_when_cuda_is_present():
     module, why = compiled_module()
     assert module is not None and module.with_cuda, why or "stnas._C was built without CUDA"
     assert available_backends("sgld_step", "cuda")[0] == "cuda"
+
+
+def test_compiled_kernels_run_on_every_thread():
+    # at::parallel_for is inlined into the extension: built without torch's parallel-backend flags it
+    # runs serially, which no correctness test notices.
+    module, why = compiled_module()
+    assert module is not None, why
+    threads = torch.get_num_threads()
+    if threads < 2 or "parallel backend: OpenMP" not in torch.__config__.parallel_info():
+        return
+    assert module.parallel_threads_used() == threads
