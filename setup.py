@@ -72,6 +72,7 @@ def main():
     setup(
         packages=packages,
         package_dir={"stnas.kernels": "kernels"},
+        package_data={"stnas.spaces": ["builtin/*.yaml"]},
         ext_modules=_extensions(),
         cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
         zip_safe=False,

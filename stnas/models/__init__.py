@@ -1,0 +1,4 @@
+"""Standalone models of single architectures: ``stnas.models.build(arch, space)``."""
+from stnas.supernet.supernet import ChainNet, build
+
+__all__ = ["ChainNet", "build"]
