@@ -1,0 +1,8 @@
+"""Data: ImageFolder loaders on NVIDIA DALI (PIL fallback) and the built-in demo dataset."""
+from stnas.data.demo import demo_dataset
+from stnas.data.errors import DataError
+from stnas.data.folder import ImageFolderSplit
+from stnas.data.loader import IMAGENET_MEAN, IMAGENET_STD, dali_available, make_loader
+
+__all__ = ["DataError", "IMAGENET_MEAN", "IMAGENET_STD", "ImageFolderSplit", "dali_available", "demo_dataset",
+           "make_loader"]
