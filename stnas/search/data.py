@@ -1,0 +1,72 @@
+"""The data a search needs, over an ImageFolder root (``train/`` and ``val/``) through ``stnas.data``.
+
+- the training batches of every epoch, in an order fixed by (seed, epoch), for the supernet;
+- a fixed set of training batches for BatchNorm recalibration;
+- the held-out batches (``val/``) on which an architecture's proxy score is measured.
+
+The recalibration and held-out batches are decoded once and kept on the device: every architecture is
+scored on exactly the same images, and scoring costs no decoding.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from stnas import data as stdata
+
+
+class SearchData:
+    def __init__(self, root, image_size: int, batch_size: int, seed: int = 0, recal_batches: int = 4,
+                 eval_images: int | None = None, channels_last: bool = False, dtype=torch.float32,
+                 backend: str = "auto", num_threads: int | None = None, device=None):
+        self.root = Path(root)
+        self.image_size, self.batch_size, self.seed = image_size, batch_size, seed
+        self.num_recal, self.eval_images = recal_batches, eval_images
+        self.channels_last, self.dtype, self.backend, self.num_threads = channels_last, dtype, backend, num_threads
+        self.loader_device = device
+        probe = self._loader("train", seed=0)
+        self.train_size = probe.size
+        self.steps_per_epoch = len(probe)
+        self.num_classes = probe.num_classes
+        self.backend_used = probe.backend
+        if self.steps_per_epoch < 1:
+            raise stdata.DataError(f"{self.root / 'train'}: {self.train_size} images give no full batch of "
+                                   f"{batch_size}; lower --batch-size")
+        self._recal = self._eval = None
+
+    def _loader(self, split: str, seed: int, train: bool | None = None):
+        return stdata.make_loader(self.root, split=split, batch_size=self.batch_size, image_size=self.image_size,
+                                  dtype=self.dtype, channels_last=self.channels_last, seed=seed,
+                                  num_threads=self.num_threads, backend=self.backend, device=self.loader_device)
+
+    def train_epoch(self, epoch: int):
+        """The batches of ``epoch``: the loader is built with a seed of (seed, epoch), so the order and
+        the augmentation of an epoch do not depend on what ran before it (which resuming needs)."""
+        return iter(self._loader("train", seed=self.seed * 100003 + epoch))
+
+    def recal_batches(self, device) -> list[torch.Tensor]:
+        if self._recal is None:
+            batches = []
+            for i, (x, _) in enumerate(self._loader("train", seed=self.seed * 100003 + 99991)):
+                if i >= self.num_recal:
+                    break
+                batches.append(x)
+            self._recal = batches
+        return [x.to(device) for x in self._recal]
+
+    def eval_batches(self, device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        if self._eval is None:
+            batches, seen = [], 0
+            for x, y in self._loader("val", seed=0):
+                if self.eval_images is not None and seen >= self.eval_images:
+                    break
+                batches.append((x, y))
+                seen += y.numel()
+            self._eval = batches
+        return [(x.to(device), y.to(device)) for x, y in self._eval]
+
+    def describe(self) -> dict:
+        return {"root": str(self.root), "train_images": self.train_size, "steps_per_epoch": self.steps_per_epoch,
+                "classes": self.num_classes, "batch_size": self.batch_size, "image_size": self.image_size,
+                "loader": self.backend_used, "recal_batches": self.num_recal, "eval_images": self.eval_images}

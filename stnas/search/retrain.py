@@ -1,0 +1,144 @@
+"""Train an architecture's standalone model from scratch (``stnas retrain``).
+
+SGD with momentum, cosine learning rate per step, label smoothing 0.1; a checkpoint after every epoch
+(atomic), so an interrupted run continues with ``--resume`` from its last finished epoch. Writes
+``history.csv``, ``curves.png``, ``model.ckpt`` and ``result.json`` into the output folder.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from stnas import data as stdata
+from stnas.search.checkpoint import load_checkpoint, save_checkpoint
+from stnas.search.proxy import _progress
+from stnas.spaces import Arch, Space
+from stnas.supernet import build
+
+log = logging.getLogger("stnas.retrain")
+
+
+@dataclass
+class RetrainConfig:
+    epochs: int = 15
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.1
+    seed: int = 0
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, device) -> float:
+    model.eval()
+    correct = seen = 0
+    for x, y in loader:
+        pred = model(x.to(device)).argmax(1)
+        correct += int((pred == y.to(device)).sum())
+        seen += y.numel()
+    return correct / max(seen, 1)
+
+
+def retrain(space: Space, arch: Arch, root, cfg: RetrainConfig, out, batch_size: int, device, resume: bool = False,
+            loader: str = "auto", threads: int | None = None, progress: bool = True) -> dict:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / "model.ckpt"
+    if ckpt.exists() and not resume:
+        raise FileExistsError(f"{ckpt} exists: pass --resume to continue it, or choose another --out")
+    device = torch.device(device)
+    channels_last = device.type == "cuda"
+
+    def make(split, seed):
+        return stdata.make_loader(root, split=split, batch_size=batch_size, image_size=space.resolution,
+                                  channels_last=channels_last, seed=seed, num_threads=threads, backend=loader,
+                                  device=device if device.type == "cuda" else None)
+
+    torch.manual_seed(cfg.seed)
+    model = build(arch, space).to(device)
+    steps_per_epoch = len(make("train", 0))
+    total = cfg.epochs * steps_per_epoch
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                          nesterov=True)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    history, epoch = [], 0
+    if resume and ckpt.exists():
+        ck = load_checkpoint(ckpt, kind="retrain")
+        if ck["arch"] != arch.to_dict() or ck["config"] != asdict(cfg):
+            raise ValueError(f"{ckpt} belongs to another architecture or other settings; use another --out")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        torch.set_rng_state(ck["torch_rng"])
+        history, epoch = ck["history"], ck["epoch"]
+        log.info("resumed at epoch %d of %d", epoch, cfg.epochs)
+    bar = _progress(total, epoch * steps_per_epoch, "retrain", progress)
+    try:
+        while epoch < cfg.epochs:
+            model.train()
+            losses = []
+            for i, (x, y) in enumerate(make("train", cfg.seed * 100003 + epoch)):
+                if i >= steps_per_epoch:
+                    break
+                x = x.to(device)
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                loss = loss_fn(model(x), y.to(device))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                losses.append(float(loss.detach()))
+                bar.update(1)
+                bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+            epoch += 1
+            acc = evaluate(model, make("val", 0), device)
+            history.append({"epoch": epoch, "train_loss": sum(losses) / max(len(losses), 1), "val_top1": acc})
+            log.info("epoch %d/%d: train loss %.4f, val top-1 %.2f%%", epoch, cfg.epochs, history[-1]["train_loss"],
+                     100 * acc)
+            save_checkpoint(ckpt, {"space": space.to_dict(), "arch": arch.to_dict(), "config": asdict(cfg),
+                                   "model": model.state_dict(), "optimizer": opt.state_dict(),
+                                   "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(),
+                                   "history": history, "epoch": epoch}, kind="retrain")
+    finally:
+        bar.close()
+    with (out / "history.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, ["epoch", "train_loss", "val_top1"])
+        w.writeheader()
+        w.writerows(history)
+    _plot(history, out / "curves.png")
+    madds, params = space.cost(arch)
+    result = {"space": space.name, "arch": arch.to_dict(), "madds": madds, "params": params,
+              "epochs": cfg.epochs, "val_top1": history[-1]["val_top1"] if history else None}
+    (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _plot(history, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not history:
+        return
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=120)
+    ep = [h["epoch"] for h in history]
+    ax.plot(ep, [h["train_loss"] for h in history], "-o", ms=3, color="tab:blue", label="train loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("train loss")
+    ax2 = ax.twinx()
+    ax2.plot(ep, [100 * h["val_top1"] for h in history], "-s", ms=3, color="tab:red", label="val top-1")
+    ax2.set_ylabel("val top-1 (%)")
+    fig.legend(loc="upper center", ncol=2)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,269 @@
+"""ST-NAS end to end: train the supernet (SGLD proxy), score architectures over its snapshots, evolve
+under each budget, and write the results.
+
+Outputs in ``out``:
+    supernet.ckpt          the supernet, its optimiser and snapshots (resumable, safe to load)
+    scores.csv             every architecture scored: MAdds, params, mean score, per-snapshot accuracy
+    best_<budget>.json     the best architecture under each MAdds budget
+    pareto.csv, pareto.png the Pareto front (MAdds against score) of everything scored
+    stability.json         the ranking-stability report
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import random
+import statistics
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from stnas.search.evolution import Candidate, EvolutionConfig, best_under, evolve, pareto_front
+from stnas.search.proxy import ProxyConfig, ProxyEvaluator, SupernetTrainer, kendall_tau
+from stnas.spaces import Arch, Space
+from stnas.supernet import SuperNet
+
+log = logging.getLogger("stnas.search")
+
+
+@dataclass
+class SearchConfig:
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
+    budgets_madds: list[float] = field(default_factory=list)  # empty: the middle of the space's range
+    budget_params: float | None = None
+    stability: str = "run"     # "run": across this run's snapshots; "full": also 2 seeds x SGLD/SGD
+    stability_archs: int = 12  # the fixed set of architectures the stability report ranks
+
+
+def default_budgets(space: Space) -> list[float]:
+    lo, hi = space.madds_range()
+    return [float(round(lo + 0.5 * (hi - lo)))]
+
+
+def budget_name(budget: float) -> str:
+    return f"{budget / 1e6:.3g}M"
+
+
+# ---------------------------------------------------------------------- score cache (scores.csv)
+
+class ScoreTable:
+    """Per-snapshot accuracies of every architecture scored so far, mirrored to a CSV after each
+    batch of new scores so that an interrupted search loses no evaluation."""
+
+    def __init__(self, space: Space, path: Path | None):
+        self.space, self.path = space, path
+        self.rows: dict[Arch, list[float]] = {}
+        if path is not None and path.is_file():
+            with path.open(newline="") as f:
+                for row in csv.DictReader(f):
+                    arch = space.validate(Arch.from_json(row["arch"]))
+                    self.rows[arch] = [float(v) for v in json.loads(row["snapshot_accuracies"])]
+
+    def score(self, arch: Arch) -> float:
+        return statistics.fmean(self.rows[arch])
+
+    def add(self, archs: Sequence[Arch], accs: Sequence[list[float]]) -> None:
+        for a, s in zip(archs, accs):
+            self.rows[a] = list(s)
+        self.write()
+
+    def write(self) -> None:
+        if self.path is None:
+            return
+        ranked = sorted(self.rows, key=lambda a: -self.score(a))
+        rows = []
+        for a in ranked:
+            madds, params = self.space.cost(a)
+            rows.append({"score": f"{self.score(a):.6f}", "madds": madds, "params": params,
+                         "snapshot_accuracies": json.dumps([round(v, 6) for v in self.rows[a]]),
+                         "arch": a.to_json()})
+        _write_csv(self.path, rows, ["score", "madds", "params", "snapshot_accuracies", "arch"])
+
+
+def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", newline="") as f:
+        w = csv.DictWriter(f, columns)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
+def _write_json(path: Path, data) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------- the search
+
+def train_proxy(space: Space, data, proxy: ProxyConfig, checkpoint: Path | None, resume: bool,
+                device: torch.device, progress: bool = True):
+    """Train (or resume) a supernet; returns (net, snapshots)."""
+    torch.manual_seed(proxy.seed)
+    net = SuperNet(space).to(device)
+    trainer = SupernetTrainer(net, data.train_epoch, data.steps_per_epoch, data.train_size, proxy,
+                              checkpoint=checkpoint, device=device, progress=progress,
+                              channels_last=data.channels_last)
+    if checkpoint is not None and checkpoint.exists() and not resume:
+        raise FileExistsError(f"{checkpoint} exists: pass --resume to continue that run, or choose another --out")
+    if resume:
+        trainer.resume()
+    snapshots = trainer.train()
+    return net, snapshots
+
+
+def stability_report(space: Space, table_by_run: dict[str, list[list[float]]], archs: Sequence[Arch]) -> dict:
+    """Kendall tau between runs and between snapshots, and the spread of a score across snapshots.
+
+    ``table_by_run`` maps a run name ("sgld-seed0", ...) to the per-snapshot accuracies of ``archs``."""
+    report: dict = {"architectures": [a.to_dict() for a in archs], "runs": {}}
+    for run, accs in table_by_run.items():
+        means = [statistics.fmean(a) for a in accs]
+        k = len(accs[0])
+        pair_taus = [kendall_tau([a[i] for a in accs], [a[j] for a in accs]) for i in range(k) for j in range(i + 1, k)]
+        spreads = [statistics.pstdev(a) for a in accs]
+        report["runs"][run] = {
+            "scores": means,
+            "snapshot_accuracies": accs,
+            "mean_score_spread_across_snapshots": statistics.fmean(spreads),
+            "max_score_spread_across_snapshots": max(spreads),
+            "mean_kendall_tau_between_snapshots": statistics.fmean(pair_taus) if pair_taus else None,
+        }
+    by_opt: dict[str, list[str]] = {}
+    for run in table_by_run:
+        by_opt.setdefault(run.split("-")[0], []).append(run)
+    report["kendall_tau_between_seeds"] = {
+        opt: kendall_tau(report["runs"][runs[0]]["scores"], report["runs"][runs[1]]["scores"])
+        for opt, runs in by_opt.items() if len(runs) >= 2}
+    return report
+
+
+def run_search(space: Space, data, cfg: SearchConfig, out: Path, resume: bool = False,
+               device: torch.device | str = "cpu", progress: bool = True) -> dict:
+    """The whole search; returns a summary (also written to ``out/summary.json``)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device)
+    budgets = list(cfg.budgets_madds) or default_budgets(space)
+    for b in budgets:
+        space.check_budget(b, cfg.budget_params)
+    proxy = cfg.proxy
+    if proxy.dataset_size == 0:
+        proxy = ProxyConfig(**{**asdict(proxy), "dataset_size": data.train_size})
+    _write_json(out / "config.json", {"space": space.to_dict(), "proxy": asdict(proxy),
+                                      "evolution": asdict(cfg.evolution), "budgets_madds": budgets,
+                                      "budget_params": cfg.budget_params, "stability": cfg.stability,
+                                      "data": data.describe()})
+
+    log.info("training the supernet: %d steps (%s), %d snapshots", proxy.steps, proxy.optimizer, proxy.snapshots)
+    net, snapshots = train_proxy(space, data, proxy, out / "supernet.ckpt", resume, device, progress)
+    evaluator = ProxyEvaluator(net, snapshots, data.recal_batches(device), data.eval_batches(device), progress)
+    table = ScoreTable(space, out / "scores.csv")
+
+    def score(archs: Sequence[Arch]) -> list[float]:
+        new = [a for a in dict.fromkeys(archs) if a not in table.rows]
+        if new:
+            table.add(new, evaluator.score_many(new, desc=f"scoring {len(new)}"))
+        return [table.score(a) for a in archs]
+
+    # The stability set: the same architectures for every seed and optimiser.
+    srng = random.Random("stability")
+    stab_archs = list(dict.fromkeys(space.sample(srng) for _ in range(cfg.stability_archs)))
+    score(stab_archs)
+
+    best: dict[str, dict] = {}
+    for b in budgets:
+        log.info("evolution under %.2fM MAdds", b / 1e6)
+
+        def report(gen, population, b=b):
+            top = population[0]
+            log.info("budget %.2fM generation %d: best score %.4f at %.2fM MAdds", b / 1e6, gen, top.score,
+                     top.madds / 1e6)
+
+        found = evolve(space, score, cfg.evolution, b, cfg.budget_params, on_generation=report)
+        winner = best_under(found, b, cfg.budget_params)
+        entry = {"space": space.name, "budget_madds": b, "budget_params": cfg.budget_params,
+                 "madds": winner.madds, "params": winner.params, "score": winner.score,
+                 "snapshot_accuracies": table.rows[winner.arch], "arch": winner.arch.to_dict()}
+        _write_json(out / f"best_{budget_name(b)}.json", entry)
+        best[budget_name(b)] = entry
+
+    everything = [Candidate(a, *space.cost(a), table.score(a)) for a in table.rows]
+    front = pareto_front(everything)
+    _write_csv(out / "pareto.csv", [{"madds": c.madds, "params": c.params, "score": f"{c.score:.6f}",
+                                     "arch": c.arch.to_json()} for c in front],
+               ["madds", "params", "score", "arch"])
+    plot_pareto(everything, front, budgets, out / "pareto.png", title=f"ST-NAS on {space.name} ({proxy.optimizer})")
+
+    runs = {f"{proxy.optimizer}-seed{proxy.seed}": [table.rows[a] for a in stab_archs]}
+    if cfg.stability == "full":
+        for opt in ("sgld", "sgd"):
+            for seed in (proxy.seed, proxy.seed + 1):
+                name = f"{opt}-seed{seed}"
+                if name in runs:
+                    continue
+                other = ProxyConfig(**{**asdict(proxy), "optimizer": opt, "seed": seed})
+                ckpt = out / "stability" / f"{name}.ckpt"
+                ckpt.parent.mkdir(exist_ok=True)
+                log.info("stability: training the %s supernet", name)
+                onet, osnaps = train_proxy(space, data, other, ckpt, resume and ckpt.exists(), device, progress)
+                oeval = ProxyEvaluator(onet, osnaps, data.recal_batches(device), data.eval_batches(device), progress)
+                runs[name] = oeval.score_many(stab_archs, desc=f"stability {name}")
+    stab = stability_report(space, runs, stab_archs)
+    _write_json(out / "stability.json", stab)
+
+    summary = {"space": space.name, "evaluated": len(table.rows), "best": best,
+               "pareto_size": len(front), "kendall_tau_between_seeds": stab["kendall_tau_between_seeds"],
+               "out": str(out)}
+    _write_json(out / "summary.json", summary)
+    return summary
+
+
+def plot_pareto(candidates: Sequence[Candidate], front: Sequence[Candidate], budgets: Sequence[float], path: Path,
+                title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    ax.scatter([c.madds / 1e6 for c in candidates], [100 * c.score for c in candidates], s=12, alpha=0.45,
+               color="tab:blue", label=f"scored ({len(candidates)})")
+    ax.plot([c.madds / 1e6 for c in front], [100 * c.score for c in front], "-o", color="tab:red", ms=4,
+            label="Pareto front")
+    for b in budgets:
+        ax.axvline(b / 1e6, color="grey", ls="--", lw=1)
+    ax.set_xlabel("MAdds (M)")
+    ax.set_ylabel("proxy score: held-out top-1 (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def score_archs(checkpoint: Path, archs: Sequence[Arch], data, device, progress: bool = True) -> list[list[float]]:
+    """Per-snapshot accuracies of ``archs`` with the supernet of a search's checkpoint."""
+    from stnas.search.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(checkpoint, kind="supernet")
+    space = Space.from_dict(ck["space"], source=str(checkpoint))
+    if not ck["snapshots"]:
+        raise ValueError(f"{checkpoint}: the supernet has no snapshots yet (its training stopped before burn-in "
+                         "ended); finish it with `stnas search --resume`")
+    net = SuperNet(space).to(device)
+    net.load_state_dict(ck["model"])
+    for a in archs:
+        space.validate(a)
+    ev = ProxyEvaluator(net, ck["snapshots"], data.recal_batches(device), data.eval_batches(device), progress)
+    return ev.score_many(list(archs))
