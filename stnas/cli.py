@@ -151,6 +151,14 @@ def _search_data(args, space, batch_size, seed=0, eval_images=None):
     return data, dev
 
 
+def _search_data_of_run(args, space, ck):
+    """The data settings of the search that wrote checkpoint ``ck`` (the batch size and the images
+    behind BN recalibration change scores), unless overridden."""
+    run = ck.get("config", {}).get("data", {})
+    batch = args.batch_size or run.get("batch_size") or _defaults(space)["batch_size"]
+    return _search_data(args, space, batch, seed=run.get("seed", 0), eval_images=run.get("eval_images"))
+
+
 def _setup_logging(out: Path | None, name: str) -> None:
     handlers = [logging.StreamHandler(sys.stderr)]
     if out is not None:
@@ -235,8 +243,7 @@ def cmd_evaluate(args) -> int:
     _setup_logging(None, "")
     space, ck = _space_of_checkpoint(args.checkpoint)
     archs = _load_archs(args.archs, space)
-    bs = args.batch_size or _defaults(space)["batch_size"]
-    data, dev = _search_data(args, space, bs)
+    data, dev = _search_data_of_run(args, space, ck)
     accs = score_archs(args.checkpoint, archs, data, dev, progress=not args.no_progress)
     out = args.csv or args.archs.with_suffix(".scores.csv")
     with out.open("w", newline="") as f:
@@ -257,7 +264,7 @@ def cmd_export(args) -> int:
     _setup_logging(None, "")
     space, ck = _space_of_checkpoint(args.checkpoint)
     arch = space.validate(Arch.load(args.arch))
-    data, dev = _search_data(args, space, args.batch_size or _defaults(space)["batch_size"])
+    data, dev = _search_data_of_run(args, space, ck)
     net = SuperNet(space)
     net.load_state_dict(ck["snapshots"][-1] if ck["snapshots"] else ck["model"])
     model = build(arch, space).inherit(net)

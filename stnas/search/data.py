@@ -69,4 +69,4 @@ class SearchData:
     def describe(self) -> dict:
         return {"root": str(self.root), "train_images": self.train_size, "steps_per_epoch": self.steps_per_epoch,
                 "classes": self.num_classes, "batch_size": self.batch_size, "image_size": self.image_size,
-                "loader": self.backend_used, "recal_batches": self.num_recal, "eval_images": self.eval_images}
+                "loader": self.backend_used, "recal_batches": self.num_recal, "eval_images": self.eval_images, "seed": self.seed}

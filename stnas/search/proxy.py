@@ -53,7 +53,7 @@ class ProxyConfig:
     seed: int = 0
     checkpoint_every: int = 100   # steps; a checkpoint is also written on Ctrl-C and at the end
     label_smoothing: float = 0.0
-    extra: dict = field(default_factory=dict)
+    data: dict = field(default_factory=dict)  # the data settings of the run (batch size, ...), for resume checks
 
     def __post_init__(self):
         if self.optimizer not in ("sgld", "sgd"):

@@ -157,8 +157,9 @@ def run_search(space: Space, data, cfg: SearchConfig, out: Path, resume: bool = 
     for b in budgets:
         space.check_budget(b, cfg.budget_params)
     proxy = cfg.proxy
-    if proxy.dataset_size == 0:
-        proxy = ProxyConfig(**{**asdict(proxy), "dataset_size": data.train_size})
+    settings = {k: v for k, v in data.describe().items() if k in ("batch_size", "image_size", "recal_batches",
+                                                                   "eval_images", "seed")}
+    proxy = ProxyConfig(**{**asdict(proxy), "dataset_size": proxy.dataset_size or data.train_size, "data": settings})
     _write_json(out / "config.json", {"space": space.to_dict(), "proxy": asdict(proxy),
                                       "evolution": asdict(cfg.evolution), "budgets_madds": budgets,
                                       "budget_params": cfg.budget_params, "stability": cfg.stability,
