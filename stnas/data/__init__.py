@@ -4,5 +4,5 @@ from stnas.data.errors import DataError
 from stnas.data.folder import ImageFolderSplit
 from stnas.data.loader import IMAGENET_MEAN, IMAGENET_STD, dali_available, make_loader
 
-__all__ = ["DataError", "IMAGENET_MEAN", "IMAGENET_STD", "ImageFolderSplit", "dali_available", "demo_dataset",
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "DataError", "ImageFolderSplit", "dali_available", "demo_dataset",
            "make_loader"]

@@ -3,8 +3,10 @@ optical recognition of handwritten digits) upscaled to 32x32 and written once as
 so that commands run without ``--data`` go through the same pipeline as ImageNet.
 
 Split: per class, every fifth image (in scikit-learn's order) goes to ``val``, the rest to ``train``
-(1,437 / 360). Written into a temporary folder, then renamed into place, so an interrupted write never
-leaves a half dataset behind. Location: ``$STNAS_CACHE/demo-digits-v1`` (default ``~/.cache/stnas``).
+(1,442 / 355). Written into a temporary folder, then renamed into place, so an interrupted write never
+leaves a half dataset behind; the ``.complete`` marker is written last, and a folder without it is
+rewritten. Two processes writing at once both finish, one rename wins, the other copy is discarded.
+Location: ``$STNAS_CACHE/demo-digits-v1`` (default ``~/.cache/stnas``).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ SIZE = 32
 
 
 def cache_dir() -> Path:
+    """$STNAS_CACHE, or ~/.cache/stnas."""
     return Path(os.environ.get("STNAS_CACHE") or Path.home() / ".cache" / "stnas").expanduser()
 
 
@@ -46,9 +49,17 @@ def demo_dataset(root=None) -> Path:
             big = Image.fromarray(gray, "L").resize((SIZE, SIZE), Image.BICUBIC).convert("RGB")
             big.save(folder / f"{k:04d}.jpg", quality=95)
         (tmp / ".complete").write_text(f"{len(digits.images)} images\n")
-        if target.exists():  # an incomplete earlier attempt
+        if (target / ".complete").is_file():  # another process finished first
+            shutil.rmtree(tmp)
+            return target
+        if target.exists():  # an interrupted earlier attempt (no marker)
             shutil.rmtree(target)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process renamed its copy in between
+            if not (target / ".complete").is_file():
+                raise
+            shutil.rmtree(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
