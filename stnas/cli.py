@@ -118,11 +118,33 @@ def _defaults(space) -> dict:
     return _DEMO if space.resolution <= 64 else _IMAGENET
 
 
+def _init_distributed() -> tuple[int, int]:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1): NCCL on GPUs, gloo on CPUs.
+    Multi-node runs use torchrun's rendezvous (--nnodes, --rdzv-endpoint); nothing here changes."""
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 or dist.is_initialized():
+        return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local)
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
 def _device(name):
+    import os
+
     import torch
 
     if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cpu")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: CUDA is not available on this machine")
@@ -135,6 +157,12 @@ def _data_root(args) -> Path:
     if args.data is not None:
         return args.data
     log.info("no --data: using the built-in demo dataset")
+    import torch.distributed as dist
+
+    if dist.is_initialized() and dist.get_world_size() > 1:  # rank 0 writes it, the others wait
+        if dist.get_rank() == 0:
+            demo_dataset()
+        dist.barrier()
     return demo_dataset()
 
 
@@ -142,7 +170,11 @@ def _search_data(args, space, batch_size, seed=0, eval_images=None):
     from stnas.search.data import SearchData
 
     dev = _device(args.device)
+    from stnas.search.proxy import _rank_world
+
+    rank, world = _rank_world()
     data = SearchData(_data_root(args), space.resolution, batch_size, seed=seed, eval_images=eval_images,
+                      shard_id=rank, num_shards=world,
                       channels_last=dev.type == "cuda", backend=args.loader, num_threads=args.threads,
                       device=dev if dev.type == "cuda" else None)
     if data.num_classes != space.num_classes:
@@ -160,6 +192,11 @@ def _search_data_of_run(args, space, ck):
 
 
 def _setup_logging(out: Path | None, name: str) -> None:
+    import os
+
+    if int(os.environ.get("RANK", "0")) != 0:  # one log per run, from rank 0
+        logging.basicConfig(level=logging.WARNING, force=True)
+        return
     handlers = [logging.StreamHandler(sys.stderr)]
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -175,6 +212,7 @@ def cmd_search(args) -> int:
     from stnas.spaces import Space
 
     _setup_logging(args.out, "search.log")
+    rank, world = _init_distributed()
     space = Space.load(args.space or ("demo" if args.data is None else "tas"))
     d = _defaults(space)
 
@@ -200,6 +238,8 @@ def cmd_search(args) -> int:
     cfg = SearchConfig(proxy=proxy, evolution=evo, budgets_madds=list(args.budget_madds or []),
                        budget_params=args.budget_params, stability=args.stability)
     summary = run_search(space, data, cfg, args.out, resume=args.resume, device=dev, progress=not args.no_progress)
+    if rank != 0:
+        return 0
     for name, entry in summary["best"].items():
         print(f"best under {name} MAdds: score {entry['score']:.4f}, {entry['madds'] / 1e6:.2f}M MAdds, "
               f"{entry['params'] / 1e6:.3f}M params -> {args.out / ('best_' + name + '.json')}")

@@ -19,36 +19,42 @@ from stnas import data as stdata
 class SearchData:
     def __init__(self, root, image_size: int, batch_size: int, seed: int = 0, recal_batches: int = 4,
                  eval_images: int | None = None, channels_last: bool = False, dtype=torch.float32,
-                 backend: str = "auto", num_threads: int | None = None, device=None):
+                 backend: str = "auto", num_threads: int | None = None, device=None, shard_id: int = 0,
+                 num_shards: int = 1):
         self.root = Path(root)
         self.image_size, self.batch_size, self.seed = image_size, batch_size, seed
         self.num_recal, self.eval_images = recal_batches, eval_images
         self.channels_last, self.dtype, self.backend, self.num_threads = channels_last, dtype, backend, num_threads
         self.loader_device = device
-        probe = self._loader("train", seed=0)
-        self.train_size = probe.size
-        self.steps_per_epoch = len(probe)
-        self.num_classes = probe.num_classes
-        self.backend_used = probe.backend
+        self.shard_id, self.num_shards = shard_id, num_shards
+        # One training loader (the folder is scanned once); each epoch's order comes from set_epoch.
+        self.train_loader = self._loader("train", seed=seed, shard_id=shard_id, num_shards=num_shards)
+        self.train_size = len(self.train_loader.split)  # the whole split: N of the SGLD noise
+        # The same number of steps on every rank (shards differ by at most one image).
+        self.steps_per_epoch = (self.train_size // num_shards) // batch_size
+        self.num_classes = self.train_loader.num_classes
+        self.backend_used = self.train_loader.backend
         if self.steps_per_epoch < 1:
             raise stdata.DataError(f"{self.root / 'train'}: {self.train_size} images give no full batch of "
                                    f"{batch_size}; lower --batch-size")
         self._recal = self._eval = None
 
-    def _loader(self, split: str, seed: int, train: bool | None = None):
+    def _loader(self, split: str, seed: int, shard_id: int = 0, num_shards: int = 1):
         return stdata.make_loader(self.root, split=split, batch_size=self.batch_size, image_size=self.image_size,
                                   dtype=self.dtype, channels_last=self.channels_last, seed=seed,
-                                  num_threads=self.num_threads, backend=self.backend, device=self.loader_device)
+                                  num_threads=self.num_threads, backend=self.backend, device=self.loader_device,
+                                  shard_id=shard_id, num_shards=num_shards)
 
     def train_epoch(self, epoch: int):
-        """The batches of ``epoch``: the loader is built with a seed of (seed, epoch), so the order and
-        the augmentation of an epoch do not depend on what ran before it (which resuming needs)."""
-        return iter(self._loader("train", seed=self.seed * 100003 + epoch))
+        """The batches of ``epoch``: its order and augmentation are functions of (seed, epoch), not of
+        what ran before (which resuming needs)."""
+        self.train_loader.set_epoch(epoch)
+        return iter(self.train_loader)
 
     def recal_batches(self, device) -> list[torch.Tensor]:
         if self._recal is None:
             batches = []
-            for i, (x, _) in enumerate(self._loader("train", seed=self.seed * 100003 + 99991)):
+            for i, (x, _) in enumerate(self._loader("train", seed=self.seed + 99991)):
                 if i >= self.num_recal:
                     break
                 batches.append(x)

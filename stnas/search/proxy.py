@@ -23,6 +23,7 @@ import logging
 import math
 import random
 import signal
+from pathlib import Path
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 
@@ -105,17 +106,26 @@ class SupernetTrainer:
     Args:
         net: the supernet.
         train_epoch: ``train_epoch(epoch)`` gives the batches (images, labels) of that epoch, in an
-            order that depends on the epoch alone; every epoch has ``steps_per_epoch`` batches.
-        steps_per_epoch: batches per epoch.
+            order that depends on the epoch alone; every epoch has at least ``steps_per_epoch`` batches.
+        steps_per_epoch: batches per epoch (the same on every rank of a distributed run).
         dataset_size: training images (N of the SGLD noise unless the config sets it).
         cfg: the schedule.
-        checkpoint: path of the checkpoint file (None: no checkpoints).
+        checkpoint: path of the checkpoint file (None: no checkpoints); rank 0 writes it.
         device: where the batches go.
+        amp: bf16 autocast for the forward pass (fp32 master weights in the optimiser).
+        channels_last: feed the images in channels_last memory format.
+        log_every: steps between loss reports. The loss is accumulated on the device and read back
+            only then, so a training step never waits for the GPU.
+
+    Under ``torch.distributed`` with more than one process the supernet is wrapped in
+    DistributedDataParallel. Every rank trains the same architecture at each step (it is a function of
+    (seed, step)) and draws the same SGLD noise (keyed by seed, step and parameter index), so the
+    replicas stay identical without broadcasting weights.
     """
 
     def __init__(self, net: ChainNet, train_epoch: Callable[[int], Iterable[Batch]], steps_per_epoch: int,
                  dataset_size: int, cfg: ProxyConfig, checkpoint=None, device=None, progress: bool = True,
-                 channels_last: bool = False):
+                 channels_last: bool = False, amp: bool = False, log_every: int = 20):
         if steps_per_epoch < 1:
             raise ValueError("the training split gives no full batch: lower the batch size or add images")
         self.net, self.cfg = net, cfg
@@ -123,13 +133,23 @@ class SupernetTrainer:
         self.dataset_size = cfg.dataset_size or dataset_size
         self.checkpoint = checkpoint
         self.device = torch.device(device) if device is not None else next(net.parameters()).device
-        self.progress = progress
-        self.channels_last = channels_last
+        self.rank, self.world = _rank_world()
+        self.progress = progress and self.rank == 0
+        self.channels_last, self.amp, self.log_every = channels_last, amp, max(1, log_every)
+        self.model = net
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # Inactive choices are unused on every rank alike; DDP leaves their gradients None.
+            self.model = DistributedDataParallel(net, device_ids=[self.device.index] if self.device.type == "cuda"
+                                                 else None, find_unused_parameters=True)
         self.optimizer = make_optimizer(net, cfg, self.dataset_size)
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         self.step = 0
         self.snapshots: list[dict[str, torch.Tensor]] = []
-        self.losses: list[float] = []
+        self.losses: list[list] = []  # [step, mean loss since the previous report]
+        self._loss_sum = torch.zeros((), device=self.device)
+        self._loss_steps = 0
 
     # ---------------------------------------------------------------- state
 
@@ -139,21 +159,16 @@ class SupernetTrainer:
                 "snapshots": self.snapshots, "losses": self.losses, "torch_rng": torch.get_rng_state()}
 
     def save(self) -> None:
-        if self.checkpoint is not None:
+        if self.checkpoint is not None and self.rank == 0:
             save_checkpoint(self.checkpoint, self.state(), kind="supernet")
+        if self.world > 1:
+            torch.distributed.barrier()
 
     def resume(self) -> bool:
         """Continue from the checkpoint if there is one; False when there is none to resume."""
-        if self.checkpoint is None:
+        if self.checkpoint is None or not Path(self.checkpoint).exists():
             return False
-        try:
-            data = load_checkpoint(self.checkpoint, kind="supernet")
-        except CheckpointError:
-            from pathlib import Path
-
-            if not Path(self.checkpoint).exists():
-                return False
-            raise
+        data = load_checkpoint(self.checkpoint, kind="supernet")
         saved = ProxyConfig.from_dict(data["config"])
         if asdict(saved) != asdict(self.cfg):
             diff = {k: (v, getattr(self.cfg, k)) for k, v in asdict(saved).items() if v != getattr(self.cfg, k)}
@@ -182,7 +197,7 @@ class SupernetTrainer:
         in_main = _in_main_thread()
         if in_main:
             signal.signal(signal.SIGTERM, _raise_interrupt)
-        self.net.train()
+        self.model.train()
         try:
             while self.step < end:
                 epoch, skip = divmod(self.step, self.steps_per_epoch)
@@ -196,14 +211,15 @@ class SupernetTrainer:
                     self._train_step(x, y)
                     self.step += 1
                     bar.update(1)
-                    bar.set_postfix(loss=f"{self.losses[-1]:.3f}", refresh=False)
+                    if self.step % self.log_every == 0 or self.step == end:
+                        self._report(bar)
                     if self.step in snap_at:
                         self.snapshots.append({k: v.detach().to("cpu", copy=True)
                                                for k, v in self.net.state_dict().items()})
                     if self.step % cfg.checkpoint_every == 0 or self.step == total:
                         self.save()
                 else:
-                    if given < self.steps_per_epoch:
+                    if given < min(self.steps_per_epoch, skip + 1):
                         raise RuntimeError(f"epoch {epoch} gave {given} batches, expected {self.steps_per_epoch}")
         except KeyboardInterrupt:
             bar.close()
@@ -225,13 +241,33 @@ class SupernetTrainer:
             x = x.contiguous(memory_format=torch.channels_last)
         y = y.to(self.device, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)  # inactive modules keep grad None: SGLD skips them
-        loss = self.loss_fn(self.net(x, arch), y)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"the training loss is {loss.item()} at step {self.step}: lower --lr or the "
-                                     f"temperature")
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            loss = self.loss_fn(self.model(x, arch), y)
         loss.backward()
         self.optimizer.step()
-        self.losses.append(float(loss.detach()))
+        self._loss_sum += loss.detach().float()
+        self._loss_steps += 1
+
+    def _report(self, bar) -> None:
+        """Read the accumulated loss back (the only host synchronisation of training)."""
+        if not self._loss_steps:
+            return
+        mean = float(self._loss_sum) / self._loss_steps
+        self._loss_sum.zero_()
+        self._loss_steps = 0
+        if not math.isfinite(mean):
+            raise FloatingPointError(f"the training loss is {mean} before step {self.step}: lower --lr or the "
+                                     f"temperature")
+        self.losses.append([self.step, mean])
+        bar.set_postfix(loss=f"{mean:.3f}", refresh=False)
+
+
+def _rank_world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 class ProxyEvaluator:
@@ -258,22 +294,32 @@ class ProxyEvaluator:
         return correct / max(seen, 1)
 
     def score_many(self, archs: Sequence[Arch], desc: str = "scoring") -> list[list[float]]:
-        """Per-snapshot accuracies of every architecture (snapshot-major to load each snapshot once)."""
+        """Per-snapshot accuracies of every architecture (snapshot-major to load each snapshot once).
+        Under ``torch.distributed`` each rank scores every world-th architecture and all ranks gather
+        the results, so every rank returns the whole table."""
+        rank, world = _rank_world()
         out = [[0.0] * len(self.snapshots) for _ in archs]
-        if not archs:
-            return out
+        mine = list(range(rank, len(archs), world))
         saved = {k: v.clone() for k, v in self.net.state_dict().items()}
-        bar = _progress(len(archs) * len(self.snapshots), 0, desc, self.progress)
+        bar = _progress(len(mine) * len(self.snapshots), 0, desc, self.progress and rank == 0)
         try:
             for k, snap in enumerate(self.snapshots):
+                if not mine:
+                    break
                 self.net.load_state_dict(snap)
-                for a, arch in enumerate(archs):
-                    recalibrate_bn(self.net, arch, self.recal_batches)
-                    out[a][k] = self.accuracy(arch)
+                for a in mine:
+                    recalibrate_bn(self.net, archs[a], self.recal_batches)
+                    out[a][k] = self.accuracy(archs[a])
                     bar.update(1)
         finally:
             bar.close()
             self.net.load_state_dict(saved)
+        if world > 1:
+            parts = [None] * world
+            torch.distributed.all_gather_object(parts, {a: out[a] for a in mine})
+            for part in parts:
+                for a, accs in part.items():
+                    out[a] = accs
         return out
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from stnas.search.evolution import Candidate, EvolutionConfig, best_under, evolve, pareto_front
-from stnas.search.proxy import ProxyConfig, ProxyEvaluator, SupernetTrainer, kendall_tau
+from stnas.search.proxy import ProxyConfig, ProxyEvaluator, SupernetTrainer, _rank_world, kendall_tau
 from stnas.spaces import Arch, Space
 from stnas.supernet import SuperNet
 
@@ -86,7 +86,14 @@ class ScoreTable:
         _write_csv(self.path, rows, ["score", "madds", "params", "snapshot_accuracies", "arch"])
 
 
+def _is_main() -> bool:
+    """Rank 0 writes the outputs of a distributed run; every rank computes them alike."""
+    return _rank_world()[0] == 0
+
+
 def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
+    if not _is_main():
+        return
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w", newline="") as f:
         w = csv.DictWriter(f, columns)
@@ -96,6 +103,8 @@ def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
 
 
 def _write_json(path: Path, data) -> None:
+    if not _is_main():
+        return
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, indent=2)
@@ -231,6 +240,8 @@ def run_search(space: Space, data, cfg: SearchConfig, out: Path, resume: bool = 
 
 def plot_pareto(candidates: Sequence[Candidate], front: Sequence[Candidate], budgets: Sequence[float], path: Path,
                 title: str = "") -> None:
+    if not _is_main():
+        return
     import matplotlib
 
     matplotlib.use("Agg")
