@@ -40,6 +40,8 @@ def _add_data_args(p, batch_default=None):
                    help="data pipeline: DALI when it is installed (default), or the PIL fallback")
     p.add_argument("--threads", type=int, default=None, help="decoding threads (default: all cores)")
     p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda when available)")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                   help="bf16: autocast with fp32 master weights; auto (default): bf16 on CUDA, fp32 on the CPU")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -151,6 +153,11 @@ def _device(name):
     return dev
 
 
+def _amp(args) -> bool | None:
+    """--precision as the amp switch of the search (None: decide by device)."""
+    return {"auto": None, "bf16": True, "fp32": False}[args.precision]
+
+
 def _data_root(args) -> Path:
     from stnas.data import demo_dataset
 
@@ -236,7 +243,7 @@ def cmd_search(args) -> int:
              "device %s", space.name, len(space.stem_edges), len(space.branch_edges), space.count_architectures(),
              data.root, data.train_size, data.backend_used, dev)
     cfg = SearchConfig(proxy=proxy, evolution=evo, budgets_madds=list(args.budget_madds or []),
-                       budget_params=args.budget_params, stability=args.stability)
+                       budget_params=args.budget_params, stability=args.stability, amp=_amp(args))
     summary = run_search(space, data, cfg, args.out, resume=args.resume, device=dev, progress=not args.no_progress)
     if rank != 0:
         return 0
@@ -284,7 +291,7 @@ def cmd_evaluate(args) -> int:
     space, ck = _space_of_checkpoint(args.checkpoint)
     archs = _load_archs(args.archs, space)
     data, dev = _search_data_of_run(args, space, ck)
-    accs = score_archs(args.checkpoint, archs, data, dev, progress=not args.no_progress)
+    accs = score_archs(args.checkpoint, archs, data, dev, progress=not args.no_progress, amp=_amp(args))
     out = args.csv or args.archs.with_suffix(".scores.csv")
     with out.open("w", newline="") as f:
         w = csv.writer(f)

@@ -208,3 +208,62 @@ def test_config_round_trip():
     cfg = small_cfg()
     assert ProxyConfig.from_dict(asdict(cfg)) == cfg
     assert cfg.snapshot_steps() == [10, 13]
+
+
+def test_bf16_autocast_trains_in_bf16_with_fp32_master_weights_close_to_fp32():
+    cfg = small_cfg(temperature=0.0)
+    torch.manual_seed(cfg.seed)
+    initial = {k: v.clone() for k, v in SuperNet(SPACE).state_dict().items()}
+    fp32 = trainer(cfg)
+    fp32.train()
+    torch.manual_seed(cfg.seed)
+    data = TinyData()
+    amp = SupernetTrainer(SuperNet(SPACE), data, data.steps_per_epoch, data.size, cfg, progress=False, amp=True)
+    seen = []
+    hook = amp.net.stem[0].register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    amp.train()
+    hook.remove()
+    assert seen and set(seen) == {torch.bfloat16}  # the convolutions ran in bf16 ...
+    state = amp.net.state_dict()
+    assert all(v.dtype == initial[k].dtype for k, v in state.items())  # ... the master weights stayed fp32
+    # The classifier's update against the fp32 run's: 1% apart (measured). Convolutions followed by BN
+    # are not compared: their gradients cancel to a small remainder, which bf16 autocast moves by ~27%
+    # already in one step on this random data, with stnas's ops and with PyTorch's alike (2026-11-23).
+    k = "head.classifier.weight"
+    ref, got = fp32.net.state_dict()[k] - initial[k], state[k] - initial[k]
+    assert ref.norm() > 0 and (got - ref).norm() / ref.norm() < 0.05
+    assert all(math.isfinite(loss) for _, loss in amp.losses)
+
+
+def test_bf16_scoring_agrees_with_fp32_scoring():
+    t = trainer(small_cfg())
+    snaps = t.train()
+    data = TinyData()
+    archs = [SPACE.sample(random.Random(i)) for i in range(3)]
+    fp32 = ProxyEvaluator(t.net, snaps, [data.x[:16]], [(data.x, data.y)], progress=False).score_many(archs)
+    bf16 = ProxyEvaluator(t.net, snaps, [data.x[:16]], [(data.x, data.y)], progress=False, amp=True).score_many(archs)
+    for a, b in zip(fp32, bf16):  # a prediction may flip where two logits are within bf16 rounding
+        assert all(abs(x - y) <= 3 / 40 for x, y in zip(a, b)), (a, b)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_training_step_never_synchronises_with_the_host():
+    cfg = small_cfg()
+    data = TinyData()
+    torch.manual_seed(cfg.seed)
+    net = SuperNet(SPACE).cuda().to(memory_format=torch.channels_last)
+    t = SupernetTrainer(net, data, data.steps_per_epoch, data.size, cfg, device="cuda", progress=False, amp=True,
+                        channels_last=True)
+    batches = [(x.cuda(), y.cuda()) for x, y in data(0)]
+    t._train_step(*batches[0])  # the first step builds caches and compiles kernels
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for x, y in batches[1:]:
+            t._train_step(x, y)
+            t.step += 1
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+    assert torch.isfinite(t._loss_sum)

@@ -70,7 +70,10 @@ def evolve(space: Space, score: Callable[[Sequence[Arch]], Sequence[float]], cfg
         if arch is None:
             break  # a small space may have fewer architectures than the population
         first.append(arch)
-    population = sorted(admit(first), key=lambda c: -c.score)
+    def rank(c: Candidate):  # best score first; between equal scores the cheaper (as best_under picks)
+        return -c.score, c.madds
+
+    population = sorted(admit(first), key=rank)
     if on_generation:
         on_generation(0, population)
     for gen in range(1, cfg.generations + 1):
@@ -87,10 +90,10 @@ def evolve(space: Space, score: Callable[[Sequence[Arch]], Sequence[float]], cfg
                 children.append(child)
         if not children:
             break  # the neighbourhood of the parents is exhausted
-        population = sorted(population + admit(children), key=lambda c: -c.score)[: cfg.population]
+        population = sorted(population + admit(children), key=rank)[: cfg.population]
         if on_generation:
             on_generation(gen, population)
-    return sorted(seen.values(), key=lambda c: (-c.score, c.madds))
+    return sorted(seen.values(), key=rank)
 
 
 def pareto_front(candidates: Sequence[Candidate]) -> list[Candidate]:

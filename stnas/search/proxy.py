@@ -275,23 +275,32 @@ class ProxyEvaluator:
     recalibrated for the architecture on ``recal_batches``."""
 
     def __init__(self, net: ChainNet, snapshots: Sequence[dict[str, torch.Tensor]],
-                 recal_batches: Sequence[torch.Tensor], eval_batches: Sequence[Batch], progress: bool = True):
+                 recal_batches: Sequence[torch.Tensor], eval_batches: Sequence[Batch], progress: bool = True,
+                 amp: bool = False):
         if not snapshots:
             raise ValueError("no snapshots: train the supernet past its burn-in first")
         self.net, self.snapshots = net, list(snapshots)
         self.recal_batches, self.eval_batches = list(recal_batches), list(eval_batches)
-        self.progress = progress
+        self.progress, self.amp = progress, amp
         self.device = next(net.parameters()).device
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
 
     @torch.no_grad()
     def accuracy(self, arch: Arch) -> float:
         self.net.eval()
-        correct = seen = 0
-        for x, y in self.eval_batches:
-            pred = self.net(x, arch).argmax(1)
-            correct += int((pred == y).sum())
-            seen += y.numel()
-        return correct / max(seen, 1)
+        correct = torch.zeros((), dtype=torch.long, device=self.device)  # summed on the device: one read-back
+        seen = 0
+        with self._autocast():
+            for x, y in self.eval_batches:
+                correct += (self.net(x, arch).argmax(1) == y).sum()
+                seen += y.numel()
+        return int(correct) / max(seen, 1)
+
+    def recalibrate(self, arch: Arch) -> None:
+        with self._autocast():
+            recalibrate_bn(self.net, arch, self.recal_batches)
 
     def score_many(self, archs: Sequence[Arch], desc: str = "scoring") -> list[list[float]]:
         """Per-snapshot accuracies of every architecture (snapshot-major to load each snapshot once).
@@ -308,7 +317,7 @@ class ProxyEvaluator:
                     break
                 self.net.load_state_dict(snap)
                 for a in mine:
-                    recalibrate_bn(self.net, archs[a], self.recal_batches)
+                    self.recalibrate(archs[a])
                     out[a][k] = self.accuracy(archs[a])
                     bar.update(1)
         finally:

@@ -39,6 +39,7 @@ class SearchConfig:
     budget_params: float | None = None
     stability: str = "run"     # "run": across this run's snapshots; "full": also 2 seeds x SGLD/SGD
     stability_archs: int = 12  # the fixed set of architectures the stability report ranks
+    amp: bool | None = None    # bf16 autocast in training and scoring; None: on CUDA devices only
 
 
 def default_budgets(space: Space) -> list[float]:
@@ -115,13 +116,15 @@ def _write_json(path: Path, data) -> None:
 # ---------------------------------------------------------------------- the search
 
 def train_proxy(space: Space, data, proxy: ProxyConfig, checkpoint: Path | None, resume: bool,
-                device: torch.device, progress: bool = True):
+                device: torch.device, progress: bool = True, amp: bool = False):
     """Train (or resume) a supernet; returns (net, snapshots)."""
     torch.manual_seed(proxy.seed)
     net = SuperNet(space).to(device)
+    if data.channels_last:  # weights too, so every convolution runs NHWC end to end
+        net = net.to(memory_format=torch.channels_last)
     trainer = SupernetTrainer(net, data.train_epoch, data.steps_per_epoch, data.train_size, proxy,
                               checkpoint=checkpoint, device=device, progress=progress,
-                              channels_last=data.channels_last)
+                              channels_last=data.channels_last, amp=amp)
     if checkpoint is not None and checkpoint.exists() and not resume:
         raise FileExistsError(f"{checkpoint} exists: pass --resume to continue that run, or choose another --out")
     if resume:
@@ -174,9 +177,12 @@ def run_search(space: Space, data, cfg: SearchConfig, out: Path, resume: bool = 
                                       "budget_params": cfg.budget_params, "stability": cfg.stability,
                                       "data": data.describe()})
 
-    log.info("training the supernet: %d steps (%s), %d snapshots", proxy.steps, proxy.optimizer, proxy.snapshots)
-    net, snapshots = train_proxy(space, data, proxy, out / "supernet.ckpt", resume, device, progress)
-    evaluator = ProxyEvaluator(net, snapshots, data.recal_batches(device), data.eval_batches(device), progress)
+    amp = device.type == "cuda" if cfg.amp is None else cfg.amp
+    log.info("training the supernet: %d steps (%s), %d snapshots%s", proxy.steps, proxy.optimizer, proxy.snapshots,
+             ", bf16 autocast" if amp else "")
+    net, snapshots = train_proxy(space, data, proxy, out / "supernet.ckpt", resume, device, progress, amp)
+    evaluator = ProxyEvaluator(net, snapshots, data.recal_batches(device), data.eval_batches(device), progress,
+                               amp=amp)
     table = ScoreTable(space, out / "scores.csv")
 
     def score(archs: Sequence[Arch]) -> list[float]:
@@ -225,8 +231,10 @@ def run_search(space: Space, data, cfg: SearchConfig, out: Path, resume: bool = 
                 ckpt = out / "stability" / f"{name}.ckpt"
                 ckpt.parent.mkdir(exist_ok=True)
                 log.info("stability: training the %s supernet", name)
-                onet, osnaps = train_proxy(space, data, other, ckpt, resume and ckpt.exists(), device, progress)
-                oeval = ProxyEvaluator(onet, osnaps, data.recal_batches(device), data.eval_batches(device), progress)
+                onet, osnaps = train_proxy(space, data, other, ckpt, resume and ckpt.exists(), device, progress,
+                                           amp)
+                oeval = ProxyEvaluator(onet, osnaps, data.recal_batches(device), data.eval_batches(device), progress,
+                                       amp=amp)
                 runs[name] = oeval.score_many(stab_archs, desc=f"stability {name}")
     stab = stability_report(space, runs, stab_archs)
     _write_json(out / "stability.json", stab)
@@ -264,8 +272,10 @@ def plot_pareto(candidates: Sequence[Candidate], front: Sequence[Candidate], bud
     plt.close(fig)
 
 
-def score_archs(checkpoint: Path, archs: Sequence[Arch], data, device, progress: bool = True) -> list[list[float]]:
-    """Per-snapshot accuracies of ``archs`` with the supernet of a search's checkpoint."""
+def score_archs(checkpoint: Path, archs: Sequence[Arch], data, device, progress: bool = True,
+                amp: bool | None = None) -> list[list[float]]:
+    """Per-snapshot accuracies of ``archs`` with the supernet of a search's checkpoint (bf16 autocast
+    on CUDA devices unless ``amp`` says otherwise)."""
     from stnas.search.checkpoint import load_checkpoint
 
     ck = load_checkpoint(checkpoint, kind="supernet")
@@ -277,5 +287,7 @@ def score_archs(checkpoint: Path, archs: Sequence[Arch], data, device, progress:
     net.load_state_dict(ck["model"])
     for a in archs:
         space.validate(a)
-    ev = ProxyEvaluator(net, ck["snapshots"], data.recal_batches(device), data.eval_batches(device), progress)
+    device = torch.device(device)
+    ev = ProxyEvaluator(net, ck["snapshots"], data.recal_batches(device), data.eval_batches(device), progress,
+                        amp=device.type == "cuda" if amp is None else amp)
     return ev.score_many(list(archs))
