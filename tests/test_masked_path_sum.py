@@ -155,6 +155,22 @@ def test_default_weights_are_ones_and_default_mask_is_the_given_paths():
     torch.testing.assert_close(masked_path_sum([a, None, b]), a + b)
 
 
+@pytest.mark.parametrize("device,backend", BACKENDS)
+def test_unit_weight_gradients_equal_those_of_a_plain_sum(device, backend, seeded):
+    # Without weights the backward hands grad_out to every path (no kernel); the same tensor given twice
+    # must still receive the gradient twice, and downstream autograd must see ordinary gradients.
+    shape = (3, 16, 9, 11)
+    a, b = (torch.randn(shape, device=device, dtype=torch.float64) for _ in range(2))
+    grad = torch.randn(shape, device=device, dtype=torch.float64)
+    ref = [x.clone().requires_grad_() for x in (a, b)]
+    ((ref[0] * 3) + ref[1] + ref[1]).mul(2).backward(grad)
+    got = [x.float().requires_grad_() for x in (a, b)]
+    y0 = got[0] * 3  # a non-leaf path: its gradient flows on through autograd
+    masked_path_sum([y0, None, got[1], got[1]], backend=backend).mul(2).backward(grad.float())
+    for r, g in zip(ref, got):
+        assert relative_error(g.grad, r.grad) < 1e-6
+
+
 @pytest.mark.parametrize(
     "call,error,pattern",
     [
