@@ -35,13 +35,22 @@ def hook_count(model: nn.Module, resolution: int, channels: int = 3) -> tuple[in
     return madds, sum(p.numel() for p in model.parameters())
 
 
-def test_default_space_counts_two_to_the_35_topologies():
-    space = Space.load("tas")
+@pytest.mark.parametrize("name", ["tas", "tas-wide"])
+def test_default_space_counts_two_to_the_35_topologies(name):
+    space = Space.load(name)
     assert len(space.nodes) == 20 and len(space.stem_edges) == 19
     assert len(space.branch_edges) == 35
     pairs = {(e.src, e.dst) for e in space.branch_edges}
     assert pairs == {(i, i + d) for d in (2, 3) for i in range(20 - d)}
     assert space.count_topologies() == 2 ** 35 == 34_359_738_368
+
+
+def test_the_wide_space_holds_both_paper_budgets_and_the_default_one_the_first():
+    # ST-NAS-A was searched at 326M MAdds, ST-NAS-B at 503M.
+    lo, hi = Space.load("tas").madds_range()
+    assert lo < 326e6 < hi < 503e6
+    lo, hi = Space.load("tas-wide").madds_range()
+    assert lo < 326e6 and 503e6 < hi
 
 
 def test_mobilenetv2_matches_its_published_figures_and_the_hook_count():
@@ -54,7 +63,7 @@ def test_mobilenetv2_matches_its_published_figures_and_the_hook_count():
     assert hook_count(build(arch, space), 224) == (madds, params)
 
 
-@pytest.mark.parametrize("name,n", [("demo", 6), ("tas", 2)])
+@pytest.mark.parametrize("name,n", [("demo", 6), ("tas", 2), ("tas-wide", 1)])
 def test_analytic_cost_equals_hook_count_on_random_architectures(name, n):
     space = Space.load(name)
     rng = random.Random(7)
