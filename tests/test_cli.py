@@ -105,6 +105,25 @@ def test_evaluate_export_and_retrain(search_run, tiny_data, tmp_path):
     assert (rt / "curves.png").is_file() and len(list(csv.DictReader((rt / "history.csv").open()))) == 2
 
 
+def test_full_stability_report_trains_sgld_and_sgd_with_two_seeds(tiny_data, tmp_path):
+    from stnas.search.proxy import kendall_tau
+
+    out = tmp_path / "stab"
+    assert main(["search", "--space", "demo", "--data", str(tiny_data), "--out", str(out), "--stability", "full",
+                 *TINY]) == 0
+    stab = json.loads((out / "stability.json").read_text())
+    assert set(stab["runs"]) == {"sgld-seed0", "sgld-seed1", "sgd-seed0", "sgd-seed1"}
+    for name in ("sgld-seed1", "sgd-seed0", "sgd-seed1"):
+        assert (out / "stability" / f"{name}.ckpt").is_file()
+    n = len(stab["architectures"])
+    for opt in ("sgld", "sgd"):
+        a, b = stab["runs"][f"{opt}-seed0"]["scores"], stab["runs"][f"{opt}-seed1"]["scores"]
+        assert len(a) == len(b) == n
+        assert stab["kendall_tau_between_seeds"][opt] == pytest.approx(kendall_tau(a, b), nan_ok=True)
+    # Two seeds train two different supernets (otherwise the tau above would measure nothing).
+    assert stab["runs"]["sgld-seed0"]["snapshot_accuracies"] != stab["runs"]["sgld-seed1"]["snapshot_accuracies"]
+
+
 def test_space_info_prints_the_counts(capsys):
     assert main(["space", "info", "--space", "tas"]) == 0
     info = json.loads(capsys.readouterr().out)

@@ -256,14 +256,36 @@ def test_training_step_never_synchronises_with_the_host():
     t = SupernetTrainer(net, data, data.steps_per_epoch, data.size, cfg, device="cuda", progress=False, amp=True,
                         channels_last=True)
     batches = [(x.cuda(), y.cuda()) for x, y in data(0)]
-    t._train_step(*batches[0])  # the first step builds caches and compiles kernels
+    t.train_step(*batches[0])  # the first step builds caches and compiles kernels
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         for x, y in batches[1:]:
-            t._train_step(x, y)
+            t.train_step(x, y)
             t.step += 1
     finally:
         torch.cuda.set_sync_debug_mode("default")
     torch.cuda.synchronize()
     assert torch.isfinite(t._loss_sum)
+
+
+def test_stability_report_against_numpy():
+    import numpy as np
+
+    from stnas.search.stnas import stability_report
+
+    rng = random.Random(4)
+    archs = [SPACE.sample(random.Random(i)) for i in range(6)]
+    runs = {f"{opt}-seed{s}": [[rng.random() for _ in range(3)] for _ in archs] for opt in ("sgld", "sgd")
+            for s in (0, 1)}
+    report = stability_report(SPACE, runs, archs)
+    for name, accs in runs.items():
+        r, acc = report["runs"][name], np.array(accs)
+        assert r["scores"] == pytest.approx(acc.mean(1).tolist())
+        assert r["mean_score_spread_across_snapshots"] == pytest.approx(acc.std(1).mean())
+        assert r["max_score_spread_across_snapshots"] == pytest.approx(acc.std(1).max())
+        taus = [kendall_tau(acc[:, i].tolist(), acc[:, j].tolist()) for i, j in ((0, 1), (0, 2), (1, 2))]
+        assert r["mean_kendall_tau_between_snapshots"] == pytest.approx(np.mean(taus))
+    for opt in ("sgld", "sgd"):
+        a, b = np.array(runs[f"{opt}-seed0"]).mean(1), np.array(runs[f"{opt}-seed1"]).mean(1)
+        assert report["kendall_tau_between_seeds"][opt] == pytest.approx(kendall_tau(a.tolist(), b.tolist()))

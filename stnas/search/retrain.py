@@ -47,7 +47,9 @@ def evaluate(model: nn.Module, loader, device) -> float:
 
 
 def retrain(space: Space, arch: Arch, root, cfg: RetrainConfig, out, batch_size: int, device, resume: bool = False,
-            loader: str = "auto", threads: int | None = None, progress: bool = True) -> dict:
+            loader: str = "auto", threads: int | None = None, progress: bool = True, amp: bool | None = None) -> dict:
+    """Train ``arch`` from scratch; bf16 autocast (fp32 master weights) and channels_last on CUDA
+    devices unless ``amp`` says otherwise."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "model.ckpt"
@@ -55,15 +57,20 @@ def retrain(space: Space, arch: Arch, root, cfg: RetrainConfig, out, batch_size:
         raise FileExistsError(f"{ckpt} exists: pass --resume to continue it, or choose another --out")
     device = torch.device(device)
     channels_last = device.type == "cuda"
+    amp = device.type == "cuda" if amp is None else amp
 
     def make(split, seed):
         return stdata.make_loader(root, split=split, batch_size=batch_size, image_size=space.resolution,
                                   channels_last=channels_last, seed=seed, num_threads=threads, backend=loader,
+                                  dtype=torch.bfloat16 if amp else torch.float32,
                                   device=device if device.type == "cuda" else None)
 
     torch.manual_seed(cfg.seed)
     model = build(arch, space).to(device)
-    steps_per_epoch = len(make("train", 0))
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    train_loader, val_loader = make("train", cfg.seed), make("val", 0)  # each epoch: train_loader.set_epoch
+    steps_per_epoch = len(train_loader)
     total = cfg.epochs * steps_per_epoch
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                           nesterov=True)
@@ -84,24 +91,31 @@ def retrain(space: Space, arch: Arch, root, cfg: RetrainConfig, out, batch_size:
     try:
         while epoch < cfg.epochs:
             model.train()
-            losses = []
-            for i, (x, y) in enumerate(make("train", cfg.seed * 100003 + epoch)):
+            loss_sum, steps = torch.zeros((), device=device), 0  # summed on the device: no sync per step
+            train_loader.set_epoch(epoch)
+            for i, (x, y) in enumerate(train_loader):
                 if i >= steps_per_epoch:
                     break
                 x = x.to(device)
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
-                loss = loss_fn(model(x), y.to(device))
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    loss = loss_fn(model(x), y.to(device))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 sched.step()
-                losses.append(float(loss.detach()))
+                loss_sum += loss.detach().float()
+                steps += 1
                 bar.update(1)
-                bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
             epoch += 1
-            acc = evaluate(model, make("val", 0), device)
-            history.append({"epoch": epoch, "train_loss": sum(losses) / max(len(losses), 1), "val_top1": acc})
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                acc = evaluate(model, val_loader, device)
+            train_loss = float(loss_sum) / max(steps, 1)
+            if not math.isfinite(train_loss):
+                raise FloatingPointError(f"the training loss is {train_loss} in epoch {epoch}: lower --lr")
+            bar.set_postfix(loss=f"{train_loss:.3f}", top1=f"{100 * acc:.1f}%", refresh=False)
+            history.append({"epoch": epoch, "train_loss": train_loss, "val_top1": acc})
             log.info("epoch %d/%d: train loss %.4f, val top-1 %.2f%%", epoch, cfg.epochs, history[-1]["train_loss"],
                      100 * acc)
             save_checkpoint(ckpt, {"space": space.to_dict(), "arch": arch.to_dict(), "config": asdict(cfg),
