@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -41,29 +39,8 @@ common.ensure_stnas_importable()
 
 from stnas import data as stdata
 
-DEFAULT_TAR = common.REPO_ROOT.parent / "shared" / "data" / "imagenet-sample" / "imagenet-sample-1000.tar"
+DEFAULT_TAR = common.IMAGENET_SAMPLE_TAR
 SKIP_BATCHES = 2  # batches at the start of an epoch left out of the steady-state rate (pipeline filling)
-
-
-def build_folder(tar_path: Path, dest: Path, files: int, classes: int) -> list[Path]:
-    """Extract the JPEGs of ``tar_path`` under dest/src and link them ``files`` times over ``classes``
-    folders of dest/train; returns the extracted originals."""
-    src = dest / "src"
-    with tarfile.open(tar_path) as tar:
-        members = [m for m in tar.getmembers() if m.isfile() and m.name.lower().endswith((".jpeg", ".jpg"))]
-        if not members:
-            raise SystemExit(f"{tar_path}: no JPEG inside")
-        tar.extractall(src, members=members, filter="data")
-    originals = sorted(src / m.name for m in members)
-    for k in range(files):
-        folder = dest / "train" / f"class_{k % classes:03d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / f"{k:06d}.jpg"
-        try:
-            os.link(originals[k % len(originals)], target)
-        except OSError:  # a file system without hard links
-            shutil.copyfile(originals[k % len(originals)], target)
-    return originals
 
 
 def decode_floor(originals: list[Path], seconds: float) -> dict:
@@ -147,7 +124,7 @@ def main(argv=None) -> dict:
     rows = []
     with tempfile.TemporaryDirectory(prefix="stnas-bench-data-") as tmp:
         t0 = time.perf_counter()
-        originals = build_folder(args.tar, Path(tmp), args.files, args.classes)
+        originals = common.jpeg_folder(args.tar, Path(tmp), args.files, args.classes)
         print(f"{args.files} files over {args.classes} classes from {len(originals)} JPEGs "
               f"({time.perf_counter() - t0:.1f} s)")
         floor = decode_floor(originals, seconds=3.0)

@@ -15,7 +15,9 @@ import platform
 import re
 import statistics
 import subprocess
+import shutil
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +27,7 @@ import torch
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
+IMAGENET_SAMPLE_TAR = REPO_ROOT.parent / "shared" / "data" / "imagenet-sample" / "imagenet-sample-1000.tar"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # --dtype choices
 
 
@@ -351,3 +354,27 @@ def add_ratios(rows: list[dict], baselines: dict[str, str], group_keys: tuple[st
             base = index.get((impl, *(r.get(k) for k in group_keys)))
             mine = r.get("median_ms")
             r[f"speedup_vs_{tag}"] = base / mine if base is not None and mine else None
+
+
+# ----------------------------------------------------------------------------------------------------
+# real JPEGs for the data and end-to-end benchmarks
+
+def jpeg_folder(tar_path: Path, dest: Path, files: int, classes: int) -> list[Path]:
+    """Extract the JPEGs of ``tar_path`` under dest/src and link them ``files`` times over ``classes``
+    folders of dest/train; returns the extracted originals."""
+    src = dest / "src"
+    with tarfile.open(tar_path) as tar:
+        members = [m for m in tar.getmembers() if m.isfile() and m.name.lower().endswith((".jpeg", ".jpg"))]
+        if not members:
+            raise SystemExit(f"{tar_path}: no JPEG inside")
+        tar.extractall(src, members=members, filter="data")
+    originals = sorted(src / m.name for m in members)
+    for k in range(files):
+        folder = dest / "train" / f"class_{k % classes:03d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"{k:06d}.jpg"
+        try:
+            os.link(originals[k % len(originals)], target)
+        except OSError:  # a file system without hard links
+            shutil.copyfile(originals[k % len(originals)], target)
+    return originals

@@ -38,5 +38,15 @@ if [ "$stage" = all ] || [ "$stage" = bench ]; then
   python3 bench/bench_sgld.py --device cuda --out "$out/sgld_cuda.json" 2>&1 | tee -a "$log"
   python3 bench/bench_sgld.py --device cuda --numel 100000000 --grad-dtype bf16 --out "$out/sgld_cuda_100m_bf16.json" 2>&1 | tee -a "$log"
   python3 bench/bench_masked_path_sum.py --device cuda --out "$out/masked_path_sum_cuda.json" 2>&1 | tee -a "$log"
+  # End to end and data: real JPEGs need the ImageNet sample tar (--tar or ../shared/data), DALI needs
+  # nvidia-dali installed; without them those rows say why, and the synthetic rows still run.
+  tar=${STNAS_IMAGENET_SAMPLE_TAR:-../shared/data/imagenet-sample/imagenet-sample-1000.tar}
+  kinds=synthetic; [ -f "$tar" ] && kinds=synthetic,jpeg
+  echo "supernet data sources: $kinds" | tee -a "$log"
+  python3 bench/bench_supernet.py --device cuda --data "$kinds" --tar "$tar" --out "$out/supernet_cuda.json" 2>&1 \
+    | grep -v '^USDT' | tee -a "$log"
+  if [ -f "$tar" ]; then
+    python3 bench/bench_data.py --device cuda --tar "$tar" --out "$out/data_cuda.json" 2>&1 | tee -a "$log"
+  fi
 fi
 step "done"

@@ -208,7 +208,7 @@ class SupernetTrainer:
                         continue  # resuming mid-epoch: the same batches, in the same order
                     if i >= self.steps_per_epoch or self.step >= end:
                         break
-                    self._train_step(x, y)
+                    self.train_step(x, y)
                     self.step += 1
                     bar.update(1)
                     if self.step % self.log_every == 0 or self.step == end:
@@ -234,7 +234,9 @@ class SupernetTrainer:
             self.save()
         return self.snapshots
 
-    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """One optimiser step on a batch, with the architecture of step ``self.step`` (which the caller
+        advances). Queues work on the device and returns without waiting for it."""
         arch = arch_of_step(self.net.space, self.cfg.seed, self.step)
         x = x.to(self.device, non_blocking=True)
         if self.channels_last:
