@@ -115,6 +115,7 @@ def test_full_stability_report_trains_sgld_and_sgd_with_two_seeds(tiny_data, tmp
     assert set(stab["runs"]) == {"sgld-seed0", "sgld-seed1", "sgd-seed0", "sgd-seed1"}
     for name in ("sgld-seed1", "sgd-seed0", "sgd-seed1"):
         assert (out / "stability" / f"{name}.ckpt").is_file()
+    assert (out / "stability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     n = len(stab["architectures"])
     for opt in ("sgld", "sgd"):
         a, b = stab["runs"][f"{opt}-seed0"]["scores"], stab["runs"][f"{opt}-seed1"]["scores"]

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from stnas.optim import SGLD
@@ -94,3 +95,47 @@ def test_ddp_replicas_stay_identical_and_match_one_process(tmp_path):
         torch.testing.assert_close(rank0[k], p.detach(), rtol=1e-5, atol=1e-6, msg=k)
         moved += int(not torch.equal(p.detach(), initial[k].detach()))
     assert moved > len(ref) // 4  # training changed the weights: the comparison above is not of two inits
+
+
+def test_torchrun_search_spreads_scoring_over_ranks_and_matches_one_process(tmp_path):
+    """`torchrun --no-python stnas search` on 2 gloo processes: rank 0 writes the outputs, and the scores
+    the two ranks computed for their halves of the architectures equal a one-process re-scoring of the
+    same checkpoint with `stnas evaluate`."""
+    import csv
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from stnas.cli import main
+
+    data = tmp_path / "data"
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 16), ("val", 4)):
+        for c in range(10):
+            (data / split / f"c{c}").mkdir(parents=True)
+            for i in range(n):
+                img = np.clip(np.array([25 * c, 255 - 25 * c, 128]) + rng.normal(0, 20, (32, 32, 3)), 0, 255)
+                Image.fromarray(img.astype(np.uint8)).save(data / split / f"c{c}" / f"{i}.jpg", quality=90)
+    out = tmp_path / "run"
+    stnas_cmd = [sys.executable, "-c", "import sys; from stnas.cli import main; sys.exit(main())"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
+           "--no-python", *stnas_cmd, "search", "--space", "demo", "--data", str(data), "--out", str(out),
+           "--burn-in", "4", "--snapshots", "2", "--snapshot-every", "2", "--batch-size", "16", "--population", "4",
+           "--generations", "1", "--no-progress", "--threads", "1"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                       cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("best under") == 1  # printed by rank 0 only
+    with (out / "scores.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) >= 4
+    archs = tmp_path / "archs.json"
+    archs.write_text(json.dumps([json.loads(row["arch"]) for row in rows]))
+    again = tmp_path / "again.csv"
+    assert main(["evaluate", "--checkpoint", str(out / "supernet.ckpt"), "--archs", str(archs), "--data", str(data),
+                 "--csv", str(again), "--no-progress", "--threads", "1"]) == 0
+    with again.open() as f:
+        one_process = {row["arch"]: json.loads(row["snapshot_accuracies"]) for row in csv.DictReader(f)}
+    for row in rows:
+        assert json.loads(row["snapshot_accuracies"]) == pytest.approx(one_process[row["arch"]], abs=1e-9)

@@ -7,6 +7,7 @@ Outputs in ``out``:
     best_<budget>.json     the best architecture under each MAdds budget
     pareto.csv, pareto.png the Pareto front (MAdds against score) of everything scored
     stability.json         the ranking-stability report
+    stability.png          with --stability full: each architecture's score under one seed against another
 """
 from __future__ import annotations
 
@@ -238,6 +239,7 @@ def run_search(space: Space, data, cfg: SearchConfig, out: Path, resume: bool = 
                 runs[name] = oeval.score_many(stab_archs, desc=f"stability {name}")
     stab = stability_report(space, runs, stab_archs)
     _write_json(out / "stability.json", stab)
+    plot_stability(stab, out / "stability.png")
 
     summary = {"space": space.name, "evaluated": len(table.rows), "best": best,
                "pareto_size": len(front), "kendall_tau_between_seeds": stab["kendall_tau_between_seeds"],
@@ -270,6 +272,42 @@ def plot_pareto(candidates: Sequence[Candidate], front: Sequence[Candidate], bud
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def plot_stability(report: dict, path: Path) -> bool:
+    """One panel per optimiser trained with two seeds: each architecture's score under one seed against
+    the other (bars: the spread across snapshots), Kendall's tau in the title. False when no optimiser
+    has two seeds (nothing is written)."""
+    pairs = {}
+    for run in report["runs"]:
+        pairs.setdefault(run.split("-")[0], []).append(run)
+    pairs = {opt: runs[:2] for opt, runs in pairs.items() if len(runs) >= 2}
+    if not pairs or not _is_main():
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(pairs), figsize=(4.2 * len(pairs), 4.0), dpi=120, squeeze=False)
+    for ax, (opt, (a, b)) in zip(axes[0], sorted(pairs.items(), key=lambda kv: (kv[0] != "sgld", kv[0]))):
+        ra, rb = report["runs"][a], report["runs"][b]
+        xs, ys = [100 * v for v in ra["scores"]], [100 * v for v in rb["scores"]]
+        xerr = [100 * statistics.pstdev(v) for v in ra["snapshot_accuracies"]]
+        yerr = [100 * statistics.pstdev(v) for v in rb["snapshot_accuracies"]]
+        ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, fmt="o", ms=4, alpha=0.7, elinewidth=0.8)
+        lo, hi = min(xs + ys) - 1, max(xs + ys) + 1
+        ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.set_xlabel(f"score, {a} (%)")
+        ax.set_ylabel(f"score, {b} (%)")
+        ax.set_title(f"{opt.upper()}: Kendall tau between seeds {report['kendall_tau_between_seeds'][opt]:.2f}")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
 
 
 def score_archs(checkpoint: Path, archs: Sequence[Arch], data, device, progress: bool = True,
