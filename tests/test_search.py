@@ -118,6 +118,18 @@ def test_resume_refuses_other_settings(tmp_path):
         trainer(small_cfg(lr=0.2), ckpt).resume()
 
 
+def test_resume_accepts_another_checkpoint_interval(tmp_path):
+    full = trainer(small_cfg())
+    full.train()
+    ckpt = tmp_path / "run.ckpt"
+    trainer(small_cfg(checkpoint_every=4), ckpt).train(stop_at=5)
+    resumed = trainer(small_cfg(checkpoint_every=2), ckpt)
+    assert resumed.resume()
+    resumed.train()
+    for a, b in zip(full.net.state_dict().values(), resumed.net.state_dict().values()):
+        assert torch.equal(a, b)
+
+
 def test_checkpoints_refuse_truncated_foreign_and_unsafe_files(tmp_path):
     good = save_checkpoint(tmp_path / "a.ckpt", {"x": torch.arange(1000)}, kind="supernet")
     assert [p.name for p in tmp_path.iterdir()] == ["a.ckpt"]  # no temporary file left behind

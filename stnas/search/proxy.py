@@ -96,8 +96,7 @@ def make_optimizer(net: nn.Module, cfg: ProxyConfig, dataset_size: int) -> torch
                 temperature=cfg.temperature, dataset_size=dataset_size, seed=cfg.seed)
 
 
-class _StopRequested(Exception):
-    pass
+_RESUMABLE_CHANGES = frozenset({"checkpoint_every"})
 
 
 class SupernetTrainer:
@@ -170,8 +169,10 @@ class SupernetTrainer:
             return False
         data = load_checkpoint(self.checkpoint, kind="supernet")
         saved = ProxyConfig.from_dict(data["config"])
-        if asdict(saved) != asdict(self.cfg):
-            diff = {k: (v, getattr(self.cfg, k)) for k, v in asdict(saved).items() if v != getattr(self.cfg, k)}
+        # Settings that change the result must match; how often checkpoints are written does not.
+        diff = {k: (v, getattr(self.cfg, k)) for k, v in asdict(saved).items()
+                if k not in _RESUMABLE_CHANGES and v != getattr(self.cfg, k)}
+        if diff:
             raise CheckpointError(f"checkpoint {self.checkpoint} was written with other settings "
                                   f"(saved, now): {diff}; resume with the same options or use another --out")
         if data["space"] != self.net.space.to_dict():
