@@ -110,3 +110,22 @@ def test_bn_recalibration_gives_the_exact_statistics_of_the_architecture():
     for m, b in zip(inactive, before):
         assert torch.equal(m.running_mean, b), "recalibration touched an inactive module"
     assert other != arch
+
+
+def test_build_from_an_exported_architecture_file_uses_the_space_it_names(tmp_path):
+    import json
+
+    from stnas import models
+    from stnas.spaces import SpaceError
+
+    space = Space.load("demo")
+    arch = space.sample(random.Random(3))
+    path = tmp_path / "best.json"
+    path.write_text(json.dumps({"space": "demo", "score": 0.5, "arch": arch.to_dict()}))
+    for source in (path, str(path), json.loads(path.read_text())):
+        model = models.build(source)
+        assert model.space == space and model.arch == arch
+    with pytest.raises(ValueError, match="name the space"):
+        models.build(arch)
+    with pytest.raises(SpaceError, match="does not exist"):
+        models.build(tmp_path / "missing.json")

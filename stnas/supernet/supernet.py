@@ -99,8 +99,32 @@ class ChainNet(nn.Module):
         return self
 
 
-def build(arch: Arch, space: Space | str) -> ChainNet:
-    """The standalone model of ``arch`` (fresh weights; ``.inherit(supernet)`` to take the supernet's)."""
+def build(arch, space: Space | str | None = None) -> ChainNet:
+    """The standalone model of ``arch`` (fresh weights; ``.inherit(supernet)`` to take the supernet's).
+
+    ``arch``: an :class:`Arch` (then ``space`` is required), or an architecture file written by
+    ``stnas search`` (``best_*.json``: a path or its parsed dict), which names its space."""
+    if not isinstance(arch, Arch):
+        import json
+        from pathlib import Path
+
+        from stnas.spaces import SpaceError
+
+        raw = arch
+        if isinstance(arch, (str, Path)):
+            path = Path(arch)
+            if not path.is_file():
+                raise SpaceError(f"architecture file {path} does not exist")
+            try:
+                raw = json.loads(path.read_text())
+            except json.JSONDecodeError as e:
+                raise SpaceError(f"architecture file {path}: not valid JSON ({e})") from None
+        arch = Arch.from_dict(raw)
+        if space is None:
+            space = raw.get("space") if isinstance(raw, dict) else None
+    if space is None:
+        raise ValueError("build: name the space of the architecture (build(arch, space)), or pass an exported "
+                         "architecture file, which names it")
     return ChainNet(space, arch)
 
 
