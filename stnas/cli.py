@@ -182,14 +182,12 @@ def _search_data(args, space, batch_size, seed=0, eval_images=None):
     import torch
 
     from stnas.search.data import SearchData
+    from stnas.search.proxy import _rank_world, use_amp
 
     dev = _device(args.device)
-    amp = _amp(args)
     # Under bf16 autocast the convolutions read bf16 anyway: keeping the batches in bf16 halves the memory
     # of the held-out set on the device and the bytes of every training batch.
-    dtype = torch.bfloat16 if (dev.type == "cuda" if amp is None else amp) else torch.float32
-    from stnas.search.proxy import _rank_world
-
+    dtype = torch.bfloat16 if use_amp(dev, _amp(args)) else torch.float32
     rank, world = _rank_world()
     data = SearchData(_data_root(args), space.resolution, batch_size, seed=seed, eval_images=eval_images,
                       shard_id=rank, num_shards=world,
@@ -266,14 +264,9 @@ def cmd_search(args) -> int:
 
 
 def _load_archs(path: Path, space):
-    from stnas.spaces import Arch, SpaceError
+    from stnas.spaces import Arch, SpaceError, read_arch_json
 
-    if not path.is_file():
-        raise SpaceError(f"--archs {path}: no such file")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise SpaceError(f"--archs {path}: not valid JSON ({e})") from None
+    data = read_arch_json(path, what="--archs")
     items = data if isinstance(data, list) else [data]
     archs = []
     for k, item in enumerate(items):
@@ -337,12 +330,10 @@ def cmd_export(args) -> int:
 
 def cmd_retrain(args) -> int:
     from stnas.search.retrain import RetrainConfig, retrain
-    from stnas.spaces import Arch, Space, SpaceError
+    from stnas.spaces import Arch, Space, read_arch_json
 
     _setup_logging(args.out, "retrain.log")
-    if not args.arch.is_file():
-        raise SpaceError(f"{args.arch}: no such architecture file")
-    raw = json.loads(args.arch.read_text())
+    raw = read_arch_json(args.arch)
     name = args.space or (raw.get("space") if isinstance(raw, dict) else None) or "demo"
     space = Space.load(name)
     arch = space.validate(Arch.from_dict(raw))

@@ -137,6 +137,7 @@ def test_space_info_prints_the_counts(capsys):
     (["search", "--space", "demo", "--budget-madds", "1k"], "budget_madds"),
     (["search", "--space", "demo", "--data", "/nonexistent/data"], "does not exist"),
     (["evaluate", "--checkpoint", "/nonexistent.ckpt", "--archs", "x.json"], "does not exist"),
+    (["retrain", "/nonexistent/best.json"], "architecture file /nonexistent/best.json does not exist"),
 ])
 def test_bad_input_gives_one_clear_error(argv, message, capsys, tmp_path):
     assert main(argv + ["--out", str(tmp_path / "o")] if argv[0] == "search" else argv) == 2

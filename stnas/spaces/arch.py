@@ -61,7 +61,16 @@ class Arch:
 
     @classmethod
     def load(cls, path) -> "Arch":
-        path = Path(path)
-        if not path.is_file():
-            raise SpaceError(f"architecture file {path} does not exist")
-        return cls.from_json(path.read_text())
+        return cls.from_dict(read_arch_json(path))
+
+
+def read_arch_json(path, what: str = "architecture file"):
+    """The parsed JSON of an architecture file (an architecture, a ``best_*.json`` that ``stnas search``
+    wrote, or a list of them); a missing file or invalid JSON is one SpaceError that names the path."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpaceError(f"{what} {path} does not exist")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise SpaceError(f"{what} {path}: not valid JSON ({e})") from None

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from stnas.ops import masked_path_sum
-from stnas.spaces import Arch, Space
+from stnas.spaces import Arch, Space, read_arch_json
 from stnas.supernet.blocks import ConvBN, Head, init_weights, make_op
 
 
@@ -105,20 +105,7 @@ def build(arch, space: Space | str | None = None) -> ChainNet:
     ``arch``: an :class:`Arch` (then ``space`` is required), or an architecture file written by
     ``stnas search`` (``best_*.json``: a path or its parsed dict), which names its space."""
     if not isinstance(arch, Arch):
-        import json
-        from pathlib import Path
-
-        from stnas.spaces import SpaceError
-
-        raw = arch
-        if isinstance(arch, (str, Path)):
-            path = Path(arch)
-            if not path.is_file():
-                raise SpaceError(f"architecture file {path} does not exist")
-            try:
-                raw = json.loads(path.read_text())
-            except json.JSONDecodeError as e:
-                raise SpaceError(f"architecture file {path}: not valid JSON ({e})") from None
+        raw = arch if isinstance(arch, dict) else read_arch_json(arch)
         arch = Arch.from_dict(raw)
         if space is None:
             space = raw.get("space") if isinstance(raw, dict) else None
