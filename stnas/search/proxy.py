@@ -83,6 +83,12 @@ class ProxyConfig:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
+def use_amp(device: torch.device, amp: bool | None = None) -> bool:
+    """Whether training and scoring run in bf16 autocast: ``amp`` when given, else on CUDA devices only
+    (bf16 convolutions are slow on most CPUs)."""
+    return torch.device(device).type == "cuda" if amp is None else bool(amp)
+
+
 def arch_of_step(space, seed: int, step: int) -> Arch:
     """The architecture trained at ``step``: uniform, and a function of (seed, step) alone."""
     return space.sample(random.Random(f"{seed}:{step}"))

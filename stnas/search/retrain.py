@@ -18,7 +18,7 @@ from torch import nn
 
 from stnas import data as stdata
 from stnas.search.checkpoint import load_checkpoint, save_checkpoint
-from stnas.search.proxy import _progress
+from stnas.search.proxy import _progress, use_amp
 from stnas.spaces import Arch, Space
 from stnas.supernet import build
 
@@ -57,7 +57,7 @@ def retrain(space: Space, arch: Arch, root, cfg: RetrainConfig, out, batch_size:
         raise FileExistsError(f"{ckpt} exists: pass --resume to continue it, or choose another --out")
     device = torch.device(device)
     channels_last = device.type == "cuda"
-    amp = device.type == "cuda" if amp is None else amp
+    amp = use_amp(device, amp)
 
     def make(split, seed):
         return stdata.make_loader(root, split=split, batch_size=batch_size, image_size=space.resolution,

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from stnas.search.evolution import Candidate, EvolutionConfig, best_under, evolve, pareto_front
-from stnas.search.proxy import ProxyConfig, ProxyEvaluator, SupernetTrainer, _rank_world, kendall_tau
+from stnas.search.proxy import ProxyConfig, ProxyEvaluator, SupernetTrainer, _rank_world, kendall_tau, use_amp
 from stnas.spaces import Arch, Space
 from stnas.supernet import SuperNet
 
@@ -154,9 +154,10 @@ def stability_report(space: Space, table_by_run: dict[str, list[list[float]]], a
     by_opt: dict[str, list[str]] = {}
     for run in table_by_run:
         by_opt.setdefault(run.split("-")[0], []).append(run)
+    report["seed_pairs"] = {opt: runs[:2] for opt, runs in by_opt.items() if len(runs) >= 2}
     report["kendall_tau_between_seeds"] = {
-        opt: kendall_tau(report["runs"][runs[0]]["scores"], report["runs"][runs[1]]["scores"])
-        for opt, runs in by_opt.items() if len(runs) >= 2}
+        opt: kendall_tau(report["runs"][a]["scores"], report["runs"][b]["scores"])
+        for opt, (a, b) in report["seed_pairs"].items()}
     return report
 
 
@@ -178,7 +179,7 @@ def run_search(space: Space, data, cfg: SearchConfig, out: Path, resume: bool = 
                                       "budget_params": cfg.budget_params, "stability": cfg.stability,
                                       "data": data.describe()})
 
-    amp = device.type == "cuda" if cfg.amp is None else cfg.amp
+    amp = use_amp(device, cfg.amp)
     log.info("training the supernet: %d steps (%s), %d snapshots%s", proxy.steps, proxy.optimizer, proxy.snapshots,
              ", bf16 autocast" if amp else "")
     net, snapshots = train_proxy(space, data, proxy, out / "supernet.ckpt", resume, device, progress, amp)
@@ -278,10 +279,7 @@ def plot_stability(report: dict, path: Path) -> bool:
     """One panel per optimiser trained with two seeds: each architecture's score under one seed against
     the other (bars: the spread across snapshots), Kendall's tau in the title. False when no optimiser
     has two seeds (nothing is written)."""
-    pairs = {}
-    for run in report["runs"]:
-        pairs.setdefault(run.split("-")[0], []).append(run)
-    pairs = {opt: runs[:2] for opt, runs in pairs.items() if len(runs) >= 2}
+    pairs = report["seed_pairs"]
     if not pairs or not _is_main():
         return False
     import matplotlib
@@ -327,5 +325,5 @@ def score_archs(checkpoint: Path, archs: Sequence[Arch], data, device, progress:
         space.validate(a)
     device = torch.device(device)
     ev = ProxyEvaluator(net, ck["snapshots"], data.recal_batches(device), data.eval_batches(device), progress,
-                        amp=device.type == "cuda" if amp is None else amp)
+                        amp=use_amp(device, amp))
     return ev.score_many(list(archs))
