@@ -332,8 +332,8 @@ def cmd_retrain(args) -> int:
     from stnas.search.retrain import RetrainConfig, retrain
     from stnas.spaces import Arch, Space, read_arch_json
 
+    raw = read_arch_json(args.arch)  # before the output folder exists: a wrong path leaves nothing behind
     _setup_logging(args.out, "retrain.log")
-    raw = read_arch_json(args.arch)
     name = args.space or (raw.get("space") if isinstance(raw, dict) else None) or "demo"
     space = Space.load(name)
     arch = space.validate(Arch.from_dict(raw))
