@@ -125,9 +125,10 @@ def _defaults(space) -> dict:
     return _DEMO if space.resolution <= 64 else _IMAGENET
 
 
-def _init_distributed() -> tuple[int, int]:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1): NCCL on GPUs, gloo on CPUs.
-    Multi-node runs use torchrun's rendezvous (--nnodes, --rdzv-endpoint); nothing here changes."""
+def _init_distributed(device_name: str | None) -> tuple[int, int]:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1): NCCL when the run trains on
+    GPUs, gloo on CPUs (``--device cpu`` on a GPU machine too). Multi-node runs use torchrun's rendezvous
+    (--nnodes, --rdzv-endpoint); nothing here changes."""
     import os
 
     import torch
@@ -136,10 +137,14 @@ def _init_distributed() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1 or dist.is_initialized():
         return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local)
-    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    dev = _device(device_name)
+    if dev.type == "cuda":
+        gpus = torch.cuda.device_count()
+        if dev.index >= gpus:  # NCCL needs one GPU per process; two ranks on one GPU would fail in NCCL
+            raise ValueError(f"torchrun started local rank {dev.index} but this machine has {gpus} GPU(s): use "
+                             f"--nproc_per_node={gpus}, or --device cpu to train on the CPU (gloo)")
+        torch.cuda.set_device(dev)
+    dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     return dist.get_rank(), dist.get_world_size()
 
 
@@ -148,13 +153,14 @@ def _device(name):
 
     import torch
 
+    local = int(os.environ.get("LOCAL_RANK", "0"))  # under torchrun: this process's GPU
     if name is None:
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        return torch.device("cpu")
+        return torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: CUDA is not available on this machine")
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", local)
     return dev
 
 
@@ -228,7 +234,7 @@ def cmd_search(args) -> int:
     from stnas.spaces import Space
 
     _setup_logging(args.out, "search.log")
-    rank, world = _init_distributed()
+    rank, world = _init_distributed(args.device)
     space = Space.load(args.space or ("demo" if args.data is None else "tas"))
     d = _defaults(space)
 

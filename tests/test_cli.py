@@ -161,3 +161,31 @@ def test_console_entry_point_runs():
                        text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["topologies"] == 2 ** 9
+
+
+def test_torchrun_with_more_local_ranks_than_gpus_is_refused_before_any_cuda_call(monkeypatch, capsys, tmp_path):
+    """Two processes on a one-GPU machine would both take that GPU and fail inside NCCL; the CLI says what
+    to do instead. CUDA is faked: the check must come before anything touches a device."""
+    import torch.distributed as dist
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda *a: pytest.fail("set_device called"))
+    monkeypatch.setattr(dist, "init_process_group", lambda *a, **k: pytest.fail("joined a process group"))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert main(["search", "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "local rank 1" in err and "1 GPU(s)" in err and "--nproc_per_node=1" in err and "--device cpu" in err
+
+
+def test_cuda_device_under_torchrun_is_the_local_ranks_gpu(monkeypatch):
+    from stnas.cli import _device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert _device(None) == torch.device("cuda", 3)
+    assert _device("cuda") == torch.device("cuda", 3)
+    assert _device("cuda:1") == torch.device("cuda", 1)  # an explicit index is kept
+    assert _device("cpu") == torch.device("cpu")

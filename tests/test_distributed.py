@@ -85,7 +85,13 @@ def test_ddp_replicas_stay_identical_and_match_one_process(tmp_path):
     rank1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     for k in rank0:  # identical to the bit: same gradients after all-reduce, same noise, same updates
         assert torch.equal(rank0[k], rank1[k]), k
-    ref = single_process_reference()
+    threads = torch.get_num_threads()
+    # The workers' kernels: another thread count sums conv gradients in another order.
+    torch.set_num_threads(1)
+    try:
+        ref = single_process_reference()
+    finally:
+        torch.set_num_threads(threads)
     torch.manual_seed(0)  # the initial weights every run above started from
     initial = dict(SuperNet(Space.load("demo")).named_parameters())
     moved = 0
@@ -98,7 +104,7 @@ def test_ddp_replicas_stay_identical_and_match_one_process(tmp_path):
 
 
 def test_torchrun_search_spreads_scoring_over_ranks_and_matches_one_process(tmp_path):
-    """`torchrun --no-python stnas search` on 2 gloo processes: rank 0 writes the outputs, and the scores
+    """`torchrun --no-python stnas search --device cpu` on 2 gloo processes (on a GPU machine too): rank 0 writes the outputs, and the scores
     the two ranks computed for their halves of the architectures equal a one-process re-scoring of the
     same checkpoint with `stnas evaluate`."""
     import csv
@@ -122,7 +128,7 @@ def test_torchrun_search_spreads_scoring_over_ranks_and_matches_one_process(tmp_
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
            "--no-python", *stnas_cmd, "search", "--space", "demo", "--data", str(data), "--out", str(out),
            "--burn-in", "4", "--snapshots", "2", "--snapshot-every", "2", "--batch-size", "16", "--population", "4",
-           "--generations", "1", "--no-progress", "--threads", "1"]
+           "--generations", "1", "--no-progress", "--threads", "1", "--device", "cpu"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
                        cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -134,7 +140,7 @@ def test_torchrun_search_spreads_scoring_over_ranks_and_matches_one_process(tmp_
     archs.write_text(json.dumps([json.loads(row["arch"]) for row in rows]))
     again = tmp_path / "again.csv"
     assert main(["evaluate", "--checkpoint", str(out / "supernet.ckpt"), "--archs", str(archs), "--data", str(data),
-                 "--csv", str(again), "--no-progress", "--threads", "1"]) == 0
+                 "--csv", str(again), "--no-progress", "--threads", "1", "--device", "cpu"]) == 0
     with again.open() as f:
         one_process = {row["arch"]: json.loads(row["snapshot_accuracies"]) for row in csv.DictReader(f)}
     for row in rows:
