@@ -5,6 +5,7 @@
 #pragma once
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <vector>
@@ -23,10 +24,42 @@ struct TensorListMeta {
   int32_t block_to_chunk[kMaxBlocks];
 };
 
+// A grid of about one wave of resident blocks walks the launch's work in units of `unit` elements (a
+// chunk is chunk_size / unit units), so every SM gets the same share. One block per chunk instead left
+// the H100 unbalanced: 320 chunks over 132 SMs is 2 or 3 blocks per SM, and the SGLD step reached 75%
+// of copy bandwidth at 100M parameters (bench/bench_sgld.py, 2026-11-22).
 template <int Depth, class Functor, class... Args>
-__global__ void multi_tensor_apply_kernel(int64_t chunk_size, TensorListMeta<Depth> meta, Functor functor,
-                                          Args... args) {
-  functor(chunk_size, meta, args...);
+__global__ void multi_tensor_apply_kernel(int64_t chunk_size, int64_t unit, int entries, TensorListMeta<Depth> meta,
+                                          Functor functor, Args... args) {
+  const int64_t units_per_chunk = chunk_size / unit;
+  const int64_t units = entries * units_per_chunk;
+  for (int64_t u = blockIdx.x; u < units; u += gridDim.x) {
+    const int e = static_cast<int>(u / units_per_chunk);
+    const int t = meta.block_to_tensor[e];
+    const int64_t n = meta.sizes[t];
+    const int64_t begin = static_cast<int64_t>(meta.block_to_chunk[e]) * chunk_size + (u - e * units_per_chunk) * unit;
+    if (begin >= n) continue;  // past the end of the tensor's last, partial chunk
+    functor(begin, begin + unit < n ? begin + unit : n, t, meta, args...);
+  }
+}
+
+// Blocks of `threads` threads of this kernel that fit on the device at once (one full wave), per device.
+template <int Depth, class Functor, class... Args>
+int resident_blocks(int threads) {
+  static int cached[64] = {};
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= 64) return 1024;
+  if (cached[device] == 0) {
+    int per_sm = 0, sms = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, multi_tensor_apply_kernel<Depth, Functor, Args...>,
+                                                      threads, 0) != cudaSuccess ||
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || per_sm * sms == 0) {
+      cudaGetLastError();  // clear it: the launch below reports real errors
+      return 1024;
+    }
+    cached[device] = per_sm * sms;
+  }
+  return cached[device];
 }
 
 struct TensorRef {
@@ -36,10 +69,20 @@ struct TensorRef {
 };
 
 // Launch `functor` over every chunk of every tensor; returns the first CUDA error (cudaSuccess if none).
+// `functor(begin, end, t, meta, args...)` updates elements [begin, end) of table entry t; end - begin is at
+// most `unit`, a divisor of chunk_size.
 template <int Depth, class Functor, class... Args>
-cudaError_t multi_tensor_apply(const std::vector<TensorRef>& tensors, int64_t chunk_size, int threads,
+cudaError_t multi_tensor_apply(const std::vector<TensorRef>& tensors, int64_t chunk_size, int64_t unit, int threads,
                                cudaStream_t stream, Functor functor, Args... args) {
   using Meta = TensorListMeta<Depth>;
+  if (unit <= 0 || chunk_size % unit != 0) return cudaErrorInvalidValue;
+  const int64_t max_grid = resident_blocks<Depth, Functor, Args...>(threads);
+  auto launch = [&](const Meta& meta, int entries) {
+    const int64_t grid = std::min<int64_t>(max_grid, entries * (chunk_size / unit));
+    multi_tensor_apply_kernel<Depth><<<static_cast<unsigned>(grid), threads, 0, stream>>>(chunk_size, unit, entries, meta,
+                                                                                         functor, args...);
+    return cudaGetLastError();
+  };
   Meta meta{};
   int tensors_in_meta = 0, blocks_in_meta = 0;
   for (size_t t = 0; t < tensors.size(); ++t) {
@@ -58,8 +101,7 @@ cudaError_t multi_tensor_apply(const std::vector<TensorRef>& tensors, int64_t ch
       const bool tensors_full = tensors_in_meta == Meta::kMaxTensors && c == chunks - 1;
       const bool last = t == tensors.size() - 1 && c == chunks - 1;
       if (blocks_full || tensors_full || last) {
-        multi_tensor_apply_kernel<Depth><<<blocks_in_meta, threads, 0, stream>>>(chunk_size, meta, functor, args...);
-        const cudaError_t err = cudaGetLastError();
+        const cudaError_t err = launch(meta, blocks_in_meta);
         if (err != cudaSuccess) return err;
         blocks_in_meta = 0;
         if (c == chunks - 1) {
@@ -74,8 +116,7 @@ cudaError_t multi_tensor_apply(const std::vector<TensorRef>& tensors, int64_t ch
     }
   }
   if (blocks_in_meta > 0) {  // the last tensors were empty ones
-    multi_tensor_apply_kernel<Depth><<<blocks_in_meta, threads, 0, stream>>>(chunk_size, meta, functor, args...);
-    return cudaGetLastError();
+    return launch(meta, blocks_in_meta);
   }
   return cudaSuccess;
 }

@@ -29,11 +29,8 @@ struct alignas(4 * sizeof(G)) Vec4 {
 // Depth 3: params, grads (unused when !kGrad), momenta (unused when !kMomentum).
 template <class G, bool kGrad, bool kMomentum, bool kNoise>
 struct SgldFunctor {
-  __device__ __forceinline__ void operator()(int64_t chunk_size, TensorListMeta<3>& meta, SgldScalars s) {
-    const int t = meta.block_to_tensor[blockIdx.x];
-    const int64_t begin = static_cast<int64_t>(meta.block_to_chunk[blockIdx.x]) * chunk_size;
-    const int64_t n = meta.sizes[t];
-    const int64_t end = begin + chunk_size < n ? begin + chunk_size : n;
+  __device__ __forceinline__ void operator()(int64_t begin, int64_t end, int t, TensorListMeta<3>& meta,
+                                             SgldScalars s) {
     float* __restrict__ p = static_cast<float*>(meta.addresses[0][t]);
     const G* __restrict__ g = static_cast<const G*>(meta.addresses[1][t]);
     float* __restrict__ v = static_cast<float*>(meta.addresses[2][t]);
@@ -41,7 +38,7 @@ struct SgldFunctor {
     const bool aligned = (reinterpret_cast<uintptr_t>(p) % 16 == 0) &&
                          (!kMomentum || reinterpret_cast<uintptr_t>(v) % 16 == 0) &&
                          (!kGrad || reinterpret_cast<uintptr_t>(g) % (4 * sizeof(G)) == 0);
-    // chunk_size is a multiple of 4, so every group starts at a multiple of 4 of the tensor.
+    // begin is a multiple of 4 (chunk and unit sizes are), so every group starts at a multiple of 4 of the tensor.
     for (int64_t j = begin + 4 * static_cast<int64_t>(threadIdx.x); j < end; j += 4 * static_cast<int64_t>(blockDim.x)) {
       float noise[4] = {0.f, 0.f, 0.f, 0.f};
       if (kNoise) philox_normal4(s.seed, s.step, index, static_cast<uint64_t>(j / 4), noise);
@@ -97,15 +94,16 @@ struct SgldFunctor {
   }
 };
 
-constexpr int64_t kSgldChunk = 65536;  // elements per block; a multiple of 4
+constexpr int64_t kSgldChunk = 65536;  // elements per table entry
 constexpr int kSgldThreads = 512;
+constexpr int64_t kSgldUnit = 4 * kSgldThreads;  // elements per block and unit of work: one group of 4 per thread
 
 template <class G>
 cudaError_t launch_sgld_step(const std::vector<TensorRef>& tensors, bool has_grad, bool has_momentum,
                              const SgldScalars& s, cudaStream_t stream) {
   const bool noise = s.sigma != 0.0f;
 #define STNAS_SGLD_LAUNCH(GRAD, MOM, NOISE) \
-  return multi_tensor_apply<3>(tensors, kSgldChunk, kSgldThreads, stream, SgldFunctor<G, GRAD, MOM, NOISE>(), s)
+  return multi_tensor_apply<3>(tensors, kSgldChunk, kSgldUnit, kSgldThreads, stream, SgldFunctor<G, GRAD, MOM, NOISE>(), s)
   if (!has_grad) {
     if (!noise) return cudaSuccess;
     STNAS_SGLD_LAUNCH(false, false, true);

@@ -153,6 +153,60 @@ static void test_masked_path_sum(int64_t n, int paths, int offset, std::mt19937&
   expect(err_w < 1e-6, name, n, err_w);
 }
 
+// A list of tensors that fills several launches: more tensors than one argument table holds, and one
+// tensor of more chunks than a table holds, so it continues from one launch into the next.
+static void test_sgld_list(std::mt19937& rng) {
+  const float lr = 0.05f, wd = 0.001f, mu = 0.9f, sigma = 0.25f;
+  const uint64_t seed = 99, step = 3;
+  std::vector<int64_t> sizes;
+  for (int i = 0; i < 45; ++i) sizes.push_back(1 + (i * 7919) % 70001);  // odd sizes, some over one chunk
+  sizes.push_back(25000003);  // ~382 chunks of 65536: more than one table's 320
+  sizes.push_back(5);
+  const int count = static_cast<int>(sizes.size());
+  std::vector<std::vector<float>> p(count), g(count), v(count);
+  std::vector<float*> dp(count), dv(count);
+  std::vector<const float*> dg(count);
+  std::vector<uint32_t> index(count);
+  for (int i = 0; i < count; ++i) {
+    p[i] = random_vector(sizes[i], rng);
+    g[i] = random_vector(sizes[i], rng);
+    v[i] = random_vector(sizes[i], rng);
+    float *a, *b, *c;
+    CHECK_CUDA(cudaMalloc(&a, sizes[i] * 4));
+    CHECK_CUDA(cudaMalloc(&b, sizes[i] * 4));
+    CHECK_CUDA(cudaMalloc(&c, sizes[i] * 4));
+    CHECK_CUDA(cudaMemcpy(a, p[i].data(), sizes[i] * 4, cudaMemcpyHostToDevice));
+    CHECK_CUDA(cudaMemcpy(b, g[i].data(), sizes[i] * 4, cudaMemcpyHostToDevice));
+    CHECK_CUDA(cudaMemcpy(c, v[i].data(), sizes[i] * 4, cudaMemcpyHostToDevice));
+    dp[i] = a, dg[i] = b, dv[i] = c;
+    index[i] = 1000 + 3 * i;
+  }
+  CHECK_CUDA(stnas_sgld_step_f32(dp.data(), dg.data(), dv.data(), sizes.data(), index.data(), count, lr, wd, mu, sigma,
+                                 seed, step, 0));
+  CHECK_CUDA(cudaDeviceSynchronize());
+  double err = 0;
+  int64_t total = 0;
+  for (int i = 0; i < count; ++i) {
+    const int64_t n = sizes[i];
+    std::vector<float> p2(n), v2(n);
+    CHECK_CUDA(cudaMemcpy(p2.data(), dp[i], n * 4, cudaMemcpyDeviceToHost));
+    CHECK_CUDA(cudaMemcpy(v2.data(), dv[i], n * 4, cudaMemcpyDeviceToHost));
+    for (int64_t j = 0; j < n; ++j) {
+      const double vv = mu * double(v[i][j]) + double(g[i][j]) + wd * double(p[i][j]);
+      float noise[4];
+      stnas::philox_normal4(seed, step, index[i], j / 4, noise);
+      const double want = double(p[i][j]) - lr * vv + double(sigma) * noise[j % 4];
+      const double e = std::fabs(p2[j] - want) / (1.0 + std::fabs(want)) + std::fabs(v2[j] - vv) / (1.0 + std::fabs(vv));
+      err = std::isnan(p2[j]) || std::isnan(v2[j]) ? INFINITY : std::fmax(err, e);
+    }
+    total += n;
+    cudaFree(dp[i]);
+    cudaFree(const_cast<float*>(dg[i]));
+    cudaFree(dv[i]);
+  }
+  expect(err < 1e-5, "sgld_step list of 47 tensors, several launches", total, err);
+}
+
 int main() {
   std::mt19937 rng(2026);
   for (int64_t n : {1, 7, 1023, 4097, 1000003}) {
@@ -162,6 +216,7 @@ int main() {
       for (int paths : {1, 3, 16}) test_masked_path_sum(n, paths, offset, rng);
     }
   }
+  test_sgld_list(rng);
   std::printf("%s: %d failure(s)\n", failures ? "FAILED" : "PASSED", failures);
   return failures ? 1 : 0;
 }
