@@ -9,6 +9,8 @@ Implementations, each training the same sequence of sampled architectures of the
                    GPU, fed by the DALI loader (jpeg) or by device tensors (synthetic)
   spos             bench/spos_baseline.py: nn.ModuleList of choices per layer, Python sums at the nodes,
                    torch.optim.SGD + randn_like noise, fp32 NCHW, fed by the PIL DataLoader with all cores
+  stnas_fp32       stnas's step in fp32 and NCHW, as the baseline runs (separates what precision and layout
+                   give from what the rest of stnas gives)
   spos_compile     the same under torch.compile (one graph per sampled architecture: recompiles are
                    counted in the time, as a user would pay them)
 Per implementation and data source: images/s (median over --reps windows of --steps steps after
@@ -77,7 +79,7 @@ class Runner:
         gpu = device.type == "cuda"
         self.amp = impl == "stnas" and gpu  # the baseline stays as a user writes it: fp32, NCHW
         self.channels_last = impl == "stnas" and gpu
-        if impl == "stnas":
+        if impl.startswith("stnas"):
             # The trainer `stnas search` runs, step for step (its train_step), without its data loop.
             self.net = SuperNet(space).to(device)
             if self.channels_last:
@@ -94,7 +96,7 @@ class Runner:
         self.loss_fn = nn.CrossEntropyLoss()
 
     def step(self, x, y, i):
-        if self.impl == "stnas":
+        if self.impl.startswith("stnas"):
             self.trainer.step = i
             self.trainer.train_step(x, y)
             return
@@ -115,7 +117,7 @@ def batches(kind: str, impl: str, args, space: Space, device: torch.device, root
             yield x, y
     from stnas.data import make_loader
 
-    backend = "dali" if impl == "stnas" else "pil"
+    backend = "dali" if impl.startswith("stnas") else "pil"
     loader = make_loader(root, "train", batch_size=args.batch, image_size=space.resolution,
                          backend=backend, num_threads=args.threads, seed=0,
                          device=device if (backend == "dali" and device.type == "cuda") else None)
@@ -140,6 +142,7 @@ def run_one(impl: str, kind: str, args, space: Space, device: torch.device, root
         x, y = next(source)
         runner.step(x, y, i)
         i += 1
+        print(".", end="", flush=True)  # warm-up steps can take minutes (compilations)
     synchronize(device)
     warm_s = time.perf_counter() - t0
     rates, archs = [], []
@@ -221,7 +224,7 @@ def main(argv=None):
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--warmup", type=int, default=None, help="default 10 GPU, 2 CPU")
     p.add_argument("--data", default="synthetic,jpeg", help="comma list of synthetic, jpeg")
-    p.add_argument("--impls", default="stnas,spos,spos_compile")
+    p.add_argument("--impls", default="stnas,stnas_fp32,spos,spos_compile")
     p.add_argument("--tar", type=Path, default=IMAGENET_SAMPLE_TAR, help="ImageNet sample tar for --data jpeg")
     p.add_argument("--files", type=int, default=4000, help="JPEG files (the tar's images replicated)")
     p.add_argument("--threads", type=int, default=os.cpu_count())
@@ -246,6 +249,13 @@ def main(argv=None):
             root = tmp / "jpeg"
         peak = measure_matmul_peak(device)
         rows = []
+        config = {"space": args.space, "resolution": args.resolution, "batch": args.batch, "steps": args.steps,
+                  "reps": args.reps, "warmup": args.warmup, "threads": args.threads,
+                  "files": args.files if root else None, "lr": LR, "temperature": TEMPERATURE}
+
+        def save():  # after every row: a run stopped part-way keeps the rows it finished
+            write_results(args.out, {"benchmark": "supernet", "environment": environment(device), "config": config,
+                                     "matmul_peak_flops": peak, "rows": rows})
         for kind in kinds:
             for impl in args.impls.split(","):
                 print(f"{impl:13s} {kind:9s} ...", end="", flush=True)
@@ -256,6 +266,7 @@ def main(argv=None):
                     row = {"impl": impl, "data": kind, "error": f"{type(e).__name__}: {str(e)[:300]}"}
                     print(f" failed: {row['error']}")
                 rows.append(row)
+                save()
         if root is not None:
             for impl in ("stnas", "spos"):
                 if impl in args.impls.split(","):
@@ -277,12 +288,7 @@ def main(argv=None):
                 for base in ("spos", "spos_compile"):
                     if base in by:
                         by["stnas"][f"x_vs_{base}"] = by["stnas"]["images_per_s"] / by[base]["images_per_s"]
-        payload = {"benchmark": "supernet", "environment": environment(device),
-                   "config": {"space": args.space, "resolution": args.resolution, "batch": args.batch,
-                              "steps": args.steps, "reps": args.reps, "warmup": args.warmup, "threads": args.threads,
-                              "files": args.files if root else None, "lr": LR, "temperature": TEMPERATURE},
-                   "matmul_peak_flops": peak, "rows": rows}
-        write_results(args.out, payload)
+        save()
         print(f"wrote {args.out}")
         for r in rows:
             if "x_vs_spos" in r:
