@@ -4,6 +4,8 @@
 #     test:  build stnas._C with the CUDA kernels, run the torch-free CUDA unit test and pytest
 #     bench: run the op benchmarks (after a build)
 # Needs a CUDA build of torch, nvcc, ninja, pytest and triton; nothing is downloaded.
+# On an H100 (2026-11-23): build 75 s, pytest about 6 min, the supernet benchmark about 6 min (4 of them
+# torch.compile of the baseline compiling its 8 graphs), the op benchmarks about 3 min.
 set -uo pipefail
 out=${1:?usage: bash bench/gpu_suite.sh OUTDIR [all|test|bench]}
 stage=${2:-all}
