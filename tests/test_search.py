@@ -301,3 +301,22 @@ def test_stability_report_against_numpy():
     for opt in ("sgld", "sgd"):
         a, b = np.array(runs[f"{opt}-seed0"]).mean(1), np.array(runs[f"{opt}-seed1"]).mean(1)
         assert report["kendall_tau_between_seeds"][opt] == pytest.approx(kendall_tau(a.tolist(), b.tolist()))
+
+
+def test_an_epoch_shorter_than_promised_stops_training_at_its_end():
+    """A loader that gives fewer batches than steps_per_epoch would silently shift every later step's
+    data; the trainer names the epoch as soon as it runs out, having trained only the batches it gave, and
+    without reading that epoch again."""
+    data = TinyData()
+    opened = []
+
+    def short(epoch):
+        opened.append(epoch)
+        batches = list(data(epoch))
+        return iter(batches[:3] if epoch == 1 else batches)
+
+    t = SupernetTrainer(SuperNet(SPACE), short, data.steps_per_epoch, data.size, small_cfg(), progress=False)
+    with pytest.raises(RuntimeError, match="epoch 1 gave 3 batches, expected 5"):
+        t.train()
+    assert t.step == data.steps_per_epoch + 3
+    assert opened == [0, 1]  # not read a second time (an ImageNet epoch) before the error

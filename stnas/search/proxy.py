@@ -226,8 +226,9 @@ class SupernetTrainer:
                     if self.step % cfg.checkpoint_every == 0 or self.step == total:
                         self.save()
                 else:
-                    if given < min(self.steps_per_epoch, skip + 1):
-                        raise RuntimeError(f"epoch {epoch} gave {given} batches, expected {self.steps_per_epoch}")
+                    if given < self.steps_per_epoch:  # found at the end of the short epoch, not one pass later
+                        raise RuntimeError(f"epoch {epoch} gave {given} batches, expected {self.steps_per_epoch}: "
+                                           "every epoch must give the same number of batches")
         except KeyboardInterrupt:
             bar.close()
             self.save()
