@@ -174,7 +174,9 @@ def run_one(impl: str, kind: str, args, space: Space, device: torch.device, root
         row["dynamo_unique_graphs"] = int(counters["stats"]["unique_graphs"])
         row["dynamo_recompile_limit"] = int(torch._dynamo.config.recompile_limit)
     if args.profile_steps:
-        row["top_kernels"] = profile(runner, source, i, args.profile_steps, device)
+        row.update(profile(runner, source, i, args.profile_steps, device))
+        if "gpu_busy_ms_per_step" in row:  # the rest of the step's wall time is the GPU waiting for the host
+            row["gpu_busy_fraction"] = row["gpu_busy_ms_per_step"] / (1e3 * args.batch / ips)
     del runner, source
     return row
 
@@ -198,7 +200,11 @@ def run_loader(impl: str, args, space: Space, device: torch.device, root) -> dic
             "images_per_s_all": rates}
 
 
-def profile(runner, source, i, steps, device, top=8) -> list[dict]:
+def profile(runner, source, i, steps, device, top=8) -> dict:
+    """The top kernels by self time per step (GPU kernels on CUDA, operators on the CPU), and on CUDA the
+    GPU's busy time per step: against the step's wall time it says how much launch gaps could cost (what
+    CUDA graphs could win back)."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
@@ -207,10 +213,21 @@ def profile(runner, source, i, steps, device, top=8) -> list[dict]:
             x, y = next(source)
             runner.step(x, y, i + k)
         synchronize(device)
-    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    events = sorted(prof.key_averages(), key=lambda e: getattr(e, key, 0), reverse=True)[:top]
-    return [{"name": e.key, "self_ms_per_step": getattr(e, key, 0) / 1e3 / steps, "calls_per_step": e.count / steps}
-            for e in events]
+    events = list(prof.key_averages())
+    if device.type == "cuda":
+        kernels = [e for e in events if e.device_type == DeviceType.CUDA]
+        if kernels:  # kernels only: an operator's device time is its kernels' again
+            events = kernels
+        key = "self_device_time_total"
+    else:
+        key = "self_cpu_time_total"
+    events.sort(key=lambda e: getattr(e, key, 0), reverse=True)
+    out = {"top_kernels": [{"name": e.key, "self_ms_per_step": getattr(e, key, 0) / 1e3 / steps,
+                            "calls_per_step": e.count / steps} for e in events[:top]]}
+    if device.type == "cuda":
+        out["gpu_busy_ms_per_step"] = sum(getattr(e, key, 0) for e in events) / 1e3 / steps
+        out["kernels_per_step"] = sum(e.count for e in events) / steps
+    return out
 
 
 def main(argv=None):
