@@ -94,7 +94,7 @@ struct SgldFunctor {
   }
 };
 
-constexpr int64_t kSgldChunk = 65536;  // elements per table entry
+constexpr int64_t kSgldChunk = 65536;  // elements per chunk of the argument table
 constexpr int kSgldThreads = 512;
 constexpr int64_t kSgldUnit = 4 * kSgldThreads;  // elements per block and unit of work: one group of 4 per thread
 
