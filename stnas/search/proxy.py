@@ -89,6 +89,12 @@ def use_amp(device: torch.device, amp: bool | None = None) -> bool:
     return torch.device(device).type == "cuda" if amp is None else bool(amp)
 
 
+def autocast(device: torch.device, enabled: bool):
+    """The mixed precision of training, scoring and retraining: bf16 autocast on ``device`` when enabled
+    (master weights stay fp32)."""
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=enabled)
+
+
 def arch_of_step(space, seed: int, step: int) -> Arch:
     """The architecture trained at ``step``: uniform, and a function of (seed, step) alone."""
     return space.sample(random.Random(f"{seed}:{step}"))
@@ -251,7 +257,7 @@ class SupernetTrainer:
             x = x.contiguous(memory_format=torch.channels_last)
         y = y.to(self.device, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)  # inactive modules keep grad None: SGLD skips them
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+        with autocast(self.device, self.amp):
             loss = self.loss_fn(self.model(x, arch), y)
         loss.backward()
         self.optimizer.step()
@@ -294,22 +300,19 @@ class ProxyEvaluator:
         self.progress, self.amp = progress, amp
         self.device = next(net.parameters()).device
 
-    def _autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
-
     @torch.no_grad()
     def accuracy(self, arch: Arch) -> float:
         self.net.eval()
         correct = torch.zeros((), dtype=torch.long, device=self.device)  # summed on the device: one read-back
         seen = 0
-        with self._autocast():
+        with autocast(self.device, self.amp):
             for x, y in self.eval_batches:
                 correct += (self.net(x, arch).argmax(1) == y).sum()
                 seen += y.numel()
         return int(correct) / max(seen, 1)
 
     def recalibrate(self, arch: Arch) -> None:
-        with self._autocast():
+        with autocast(self.device, self.amp):
             recalibrate_bn(self.net, arch, self.recal_batches)
 
     def score_many(self, archs: Sequence[Arch], desc: str = "scoring") -> list[list[float]]:

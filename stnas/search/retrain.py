@@ -18,7 +18,7 @@ from torch import nn
 
 from stnas import data as stdata
 from stnas.search.checkpoint import load_checkpoint, save_checkpoint
-from stnas.search.proxy import _progress, use_amp
+from stnas.search.proxy import _progress, autocast, use_amp
 from stnas.spaces import Arch, Space
 from stnas.supernet import build
 
@@ -99,7 +99,7 @@ def retrain(space: Space, arch: Arch, root, cfg: RetrainConfig, out, batch_size:
                 x = x.to(device)
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                with autocast(device, amp):
                     loss = loss_fn(model(x), y.to(device))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -109,7 +109,7 @@ def retrain(space: Space, arch: Arch, root, cfg: RetrainConfig, out, batch_size:
                 steps += 1
                 bar.update(1)
             epoch += 1
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            with autocast(device, amp):
                 acc = evaluate(model, val_loader, device)
             train_loss = float(loss_sum) / max(steps, 1)
             if not math.isfinite(train_loss):
