@@ -214,19 +214,16 @@ def profile(runner, source, i, steps, device, top=8) -> dict:
             runner.step(x, y, i + k)
         synchronize(device)
     events = list(prof.key_averages())
-    if device.type == "cuda":
-        kernels = [e for e in events if e.device_type == DeviceType.CUDA]
-        if kernels:  # kernels only: an operator's device time is its kernels' again
-            events = kernels
-        key = "self_device_time_total"
-    else:
-        key = "self_cpu_time_total"
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    kernels = [e for e in events if e.device_type == DeviceType.CUDA] if device.type == "cuda" else []
+    if kernels:  # kernels only: an operator's device time is its kernels' again
+        events = kernels
     events.sort(key=lambda e: getattr(e, key, 0), reverse=True)
     out = {"top_kernels": [{"name": e.key, "self_ms_per_step": getattr(e, key, 0) / 1e3 / steps,
                             "calls_per_step": e.count / steps} for e in events[:top]]}
-    if device.type == "cuda":
-        out["gpu_busy_ms_per_step"] = sum(getattr(e, key, 0) for e in events) / 1e3 / steps
-        out["kernels_per_step"] = sum(e.count for e in events) / steps
+    if kernels:  # busy time only from kernel events: summing operators too would count it twice
+        out["gpu_busy_ms_per_step"] = sum(getattr(e, key, 0) for e in kernels) / 1e3 / steps
+        out["kernels_per_step"] = sum(e.count for e in kernels) / steps
     return out
 
 
