@@ -42,6 +42,23 @@ static std::vector<float> random_vector(int64_t n, std::mt19937& rng) {
   return v;
 }
 
+// Largest error of one tensor's SGLD update (p2, v2) against the float64 reference of (p, g, v); a NaN
+// in either output is an infinite error.
+static double sgld_error(const std::vector<float>& p, const std::vector<float>& g, const std::vector<float>& v,
+                         const std::vector<float>& p2, const std::vector<float>& v2, float lr, float wd, float mu,
+                         float sigma, uint64_t seed, uint64_t step, uint32_t index) {
+  double err = 0;
+  for (size_t j = 0; j < p.size(); ++j) {
+    const double vv = mu * double(v[j]) + double(g[j]) + wd * double(p[j]);
+    float noise[4] = {0, 0, 0, 0};
+    stnas::philox_normal4(seed, step, index, j / 4, noise);
+    const double want = double(p[j]) - lr * vv + double(sigma) * noise[j % 4];
+    const double e = std::fabs(p2[j] - want) / (1.0 + std::fabs(want)) + std::fabs(v2[j] - vv) / (1.0 + std::fabs(vv));
+    err = std::isnan(p2[j]) || std::isnan(v2[j]) ? INFINITY : std::fmax(err, e);
+  }
+  return err;
+}
+
 // offset: elements to shift each device pointer by, to exercise the unaligned paths.
 static void test_sgld(int64_t n, int offset, float sigma, std::mt19937& rng) {
   const float lr = 0.1f, wd = 0.01f, mu = 0.9f;
@@ -63,16 +80,7 @@ static void test_sgld(int64_t n, int offset, float sigma, std::mt19937& rng) {
   std::vector<float> p2(n), v2(n);
   CHECK_CUDA(cudaMemcpy(p2.data(), dp + offset, n * 4, cudaMemcpyDeviceToHost));
   CHECK_CUDA(cudaMemcpy(v2.data(), dv + offset, n * 4, cudaMemcpyDeviceToHost));
-  double err = 0;
-  for (int64_t j = 0; j < n; ++j) {
-    const double d = double(g[j]) + wd * double(p[j]);
-    const double vv = mu * double(v[j]) + d;
-    float noise[4] = {0, 0, 0, 0};
-    stnas::philox_normal4(seed, step, index, j / 4, noise);
-    const double want = double(p[j]) - lr * vv + double(sigma) * noise[j % 4];
-    const double e = std::fabs(p2[j] - want) / (1.0 + std::fabs(want)) + std::fabs(v2[j] - vv) / (1.0 + std::fabs(vv));
-    err = std::isnan(p2[j]) ? INFINITY : std::fmax(err, e);
-  }
+  const double err = sgld_error(p, g, v, p2, v2, lr, wd, mu, sigma, seed, step, index);
   char name[96];
   std::snprintf(name, sizeof name, "sgld_step sigma=%g offset=%d", sigma, offset);
   expect(err < 1e-5, name, n, err);
@@ -191,14 +199,7 @@ static void test_sgld_list(std::mt19937& rng) {
     std::vector<float> p2(n), v2(n);
     CHECK_CUDA(cudaMemcpy(p2.data(), dp[i], n * 4, cudaMemcpyDeviceToHost));
     CHECK_CUDA(cudaMemcpy(v2.data(), dv[i], n * 4, cudaMemcpyDeviceToHost));
-    for (int64_t j = 0; j < n; ++j) {
-      const double vv = mu * double(v[i][j]) + double(g[i][j]) + wd * double(p[i][j]);
-      float noise[4];
-      stnas::philox_normal4(seed, step, index[i], j / 4, noise);
-      const double want = double(p[i][j]) - lr * vv + double(sigma) * noise[j % 4];
-      const double e = std::fabs(p2[j] - want) / (1.0 + std::fabs(want)) + std::fabs(v2[j] - vv) / (1.0 + std::fabs(vv));
-      err = std::isnan(p2[j]) || std::isnan(v2[j]) ? INFINITY : std::fmax(err, e);
-    }
+    err = std::fmax(err, sgld_error(p[i], g[i], v[i], p2, v2, lr, wd, mu, sigma, seed, step, index[i]));
     total += n;
     cudaFree(dp[i]);
     cudaFree(const_cast<float*>(dg[i]));
