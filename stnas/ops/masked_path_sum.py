@@ -109,8 +109,8 @@ def _(grad_out, ys, weights, active, need_grad_weights, backend):
     return [torch.empty_like(grad_out) for _ in active], torch.empty_like(weights)
 
 
-def _setup_context(ctx, inputs, output):
-    ys, weights, active, backend = inputs
+def _save_for_backward(ctx, ys, weights, active, backend) -> None:
+    """What both autograd paths (the op's and MaskedPathSumFunction's) keep for the backward."""
     ctx.active = list(active)
     ctx.backend = backend
     ctx.need_grad_weights = bool(weights.requires_grad)
@@ -119,12 +119,22 @@ def _setup_context(ctx, inputs, output):
     ctx.layout = (ys[0].shape, ys[0].stride(), ys[0].dtype)
 
 
-def _backward(ctx, grad_out):
+def _saved_and_grad_out(ctx, grad_out):
+    """(ys, weights, grad_out), grad_out in the inputs' layout and dtype, as the kernels expect."""
     *ys, weights = ctx.saved_tensors
     shape, stride, dtype = ctx.layout
     if grad_out.stride() != stride or grad_out.dtype != dtype or not _backend.is_dense(grad_out):
-        laid_out = torch.empty_strided(shape, stride, dtype=dtype, device=grad_out.device)
-        grad_out = laid_out.copy_(grad_out)
+        grad_out = torch.empty_strided(shape, stride, dtype=dtype, device=grad_out.device).copy_(grad_out)
+    return ys, weights, grad_out
+
+
+def _setup_context(ctx, inputs, output):
+    ys, weights, active, backend = inputs
+    _save_for_backward(ctx, ys, weights, active, backend)
+
+
+def _backward(ctx, grad_out):
+    ys, weights, grad_out = _saved_and_grad_out(ctx, grad_out)
     grad_ys, grad_w = _masked_path_sum_backward_op(
         grad_out, ys, weights, ctx.active, ctx.need_grad_weights, ctx.backend)
     return grad_ys, (grad_w if ctx.need_grad_weights else None), None, None
@@ -144,10 +154,8 @@ class MaskedPathSumFunction(torch.autograd.Function):
         chosen = _choose(ys[0].device, ys[0].dtype, backend)
         out = _run_forward(chosen, list(ys), weights, active)
         _backend.record("masked_path_sum", chosen)
-        ctx.active, ctx.backend, ctx.unit = active, backend, unit
-        ctx.need_grad_weights = bool(weights.requires_grad)
-        ctx.save_for_backward(*(ys if ctx.need_grad_weights else ()), weights)
-        ctx.layout = (ys[0].shape, ys[0].stride(), ys[0].dtype)
+        ctx.unit = unit
+        _save_for_backward(ctx, ys, weights, active, backend)
         return out
 
     @staticmethod
@@ -156,10 +164,7 @@ class MaskedPathSumFunction(torch.autograd.Function):
             # Weights known on the host to be ones (none were given): every path's gradient is grad_out
             # itself, as for PyTorch's own sum, and the backward moves no bytes at all.
             return None, None, None, None, *([grad_out] * len(ctx.active))
-        *ys, weights = ctx.saved_tensors
-        shape, stride, dtype = ctx.layout
-        if grad_out.stride() != stride or grad_out.dtype != dtype or not _backend.is_dense(grad_out):
-            grad_out = torch.empty_strided(shape, stride, dtype=dtype, device=grad_out.device).copy_(grad_out)
+        ys, weights, grad_out = _saved_and_grad_out(ctx, grad_out)
         chosen = _choose(grad_out.device, grad_out.dtype, ctx.backend)
         grad_ys, grad_w = _run_backward(chosen, grad_out, ys, weights, ctx.active, ctx.need_grad_weights)
         _backend.record("masked_path_sum_backward", chosen)
