@@ -1,28 +1,16 @@
-// The one place that chunks a list of tensors for a fused launch (the idea of apex's
-// multi_tensor_apply): kernel arguments carry a table of up to kMaxTensors tensors (Depth pointers
-// each: param, grad, momentum, ...) and a list of chunks (tensor, chunk index), and the host launches as
-// many kernels as the argument size limit requires. Torch-free: every fused multi-tensor op reuses it.
+// A fused launch over a list of tensors (the idea of apex's multi_tensor_apply): kernel arguments carry
+// a table of tensors and chunks (tensor_list_table.h), and the host launches one kernel per table the
+// list fills. Torch-free: every fused multi-tensor op reuses it.
 #pragma once
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <array>
 #include <cstdint>
 #include <vector>
 
-namespace stnas::cuda {
+#include "cuda/tensor_list_table.h"
 
-// Sizes keep the argument struct under the 4 KB kernel-parameter limit of pre-Hopper toolchains.
-template <int Depth>
-struct TensorListMeta {
-  static constexpr int kMaxTensors = Depth <= 2 ? 48 : 36;
-  static constexpr int kMaxChunks = 320;
-  void* addresses[Depth][kMaxTensors];
-  int64_t sizes[kMaxTensors];
-  uint32_t noise_index[kMaxTensors];
-  uint8_t chunk_to_tensor[kMaxChunks];
-  int32_t chunk_index[kMaxChunks];
-};
+namespace stnas::cuda {
 
 // A grid of about one wave of resident blocks walks the launch's work in units of `unit` elements (a
 // chunk is chunk_size / unit units), so every SM gets the same share. One block per chunk instead left
@@ -62,12 +50,6 @@ int resident_blocks(int threads) {
   return cached[device];
 }
 
-struct TensorRef {
-  std::array<void*, 4> pointers;  // the first Depth entries are used
-  int64_t size;
-  uint32_t noise_index;
-};
-
 // Launch `functor` over every chunk of every tensor; returns the first CUDA error (cudaSuccess if none).
 // `functor(begin, end, t, meta, args...)` updates elements [begin, end) of table entry t; end - begin is at
 // most `unit`, a divisor of chunk_size.
@@ -75,50 +57,16 @@ template <int Depth, class Functor, class... Args>
 cudaError_t multi_tensor_apply(const std::vector<TensorRef>& tensors, int64_t chunk_size, int64_t unit, int threads,
                                cudaStream_t stream, Functor functor, Args... args) {
   using Meta = TensorListMeta<Depth>;
+  static_assert(sizeof(Meta) + sizeof(Functor) + (sizeof(Args) + ... + 0) + 3 * sizeof(int64_t) <= kKernelParamBytes,
+                "multi_tensor_apply: the table and arguments exceed the kernel-parameter limit");
   if (unit <= 0 || chunk_size % unit != 0) return cudaErrorInvalidValue;
   const int64_t max_grid = resident_blocks<Depth, Functor, Args...>(threads);
-  auto launch = [&](const Meta& meta, int chunks) {
+  return for_each_table<Meta>(tensors, chunk_size, [&](const Meta& meta, int chunks) {
     const int64_t grid = std::min<int64_t>(max_grid, chunks * (chunk_size / unit));
     multi_tensor_apply_kernel<Depth><<<static_cast<unsigned>(grid), threads, 0, stream>>>(chunk_size, unit, chunks, meta,
                                                                                          functor, args...);
     return cudaGetLastError();
-  };
-  Meta meta{};
-  int tensors_in_meta = 0, chunks_in_meta = 0;
-  for (size_t t = 0; t < tensors.size(); ++t) {
-    const int64_t n = tensors[t].size;
-    if (n == 0) continue;
-    for (int d = 0; d < Depth; ++d) meta.addresses[d][tensors_in_meta] = tensors[t].pointers[d];
-    meta.sizes[tensors_in_meta] = n;
-    meta.noise_index[tensors_in_meta] = tensors[t].noise_index;
-    ++tensors_in_meta;
-    const int64_t chunks = (n + chunk_size - 1) / chunk_size;
-    for (int64_t c = 0; c < chunks; ++c) {
-      meta.chunk_to_tensor[chunks_in_meta] = static_cast<uint8_t>(tensors_in_meta - 1);
-      meta.chunk_index[chunks_in_meta] = static_cast<int32_t>(c);
-      ++chunks_in_meta;
-      const bool chunks_full = chunks_in_meta == Meta::kMaxChunks;
-      const bool tensors_full = tensors_in_meta == Meta::kMaxTensors && c == chunks - 1;
-      const bool last = t == tensors.size() - 1 && c == chunks - 1;
-      if (chunks_full || tensors_full || last) {
-        const cudaError_t err = launch(meta, chunks_in_meta);
-        if (err != cudaSuccess) return err;
-        chunks_in_meta = 0;
-        if (c == chunks - 1) {
-          tensors_in_meta = 0;
-        } else {  // the tensor goes on in the next launch: keep it as entry 0
-          for (int d = 0; d < Depth; ++d) meta.addresses[d][0] = meta.addresses[d][tensors_in_meta - 1];
-          meta.sizes[0] = meta.sizes[tensors_in_meta - 1];
-          meta.noise_index[0] = meta.noise_index[tensors_in_meta - 1];
-          tensors_in_meta = 1;
-        }
-      }
-    }
-  }
-  if (chunks_in_meta > 0) {  // the last tensors were empty ones
-    return launch(meta, chunks_in_meta);
-  }
-  return cudaSuccess;
+  });
 }
 
 }  // namespace stnas::cuda

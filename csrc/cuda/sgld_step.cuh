@@ -98,12 +98,14 @@ constexpr int64_t kSgldChunk = 65536;  // elements per chunk of the argument tab
 constexpr int kSgldThreads = 512;
 constexpr int64_t kSgldUnit = 4 * kSgldThreads;  // elements per block and unit of work: one group of 4 per thread
 
+// chunk_size (a multiple of kSgldUnit) only sets how much of the list one argument table holds; the unit
+// test passes a small one so that a short list still spans several launches.
 template <class G>
 cudaError_t launch_sgld_step(const std::vector<TensorRef>& tensors, bool has_grad, bool has_momentum,
-                             const SgldScalars& s, cudaStream_t stream) {
+                             const SgldScalars& s, cudaStream_t stream, int64_t chunk_size = kSgldChunk) {
   const bool noise = s.sigma != 0.0f;
 #define STNAS_SGLD_LAUNCH(GRAD, MOM, NOISE) \
-  return multi_tensor_apply<3>(tensors, kSgldChunk, kSgldUnit, kSgldThreads, stream, SgldFunctor<G, GRAD, MOM, NOISE>(), s)
+  return multi_tensor_apply<3>(tensors, chunk_size, kSgldUnit, kSgldThreads, stream, SgldFunctor<G, GRAD, MOM, NOISE>(), s)
   if (!has_grad) {
     if (!noise) return cudaSuccess;
     STNAS_SGLD_LAUNCH(false, false, true);

@@ -6,17 +6,19 @@
 extern "C" {
 
 // fp32 params/grads/momenta (momenta may be null: no momentum; grads may be null: noise only).
+// chunk_size: elements per argument-table chunk, a multiple of 2048 (0: the default, 65,536).
 cudaError_t stnas_sgld_step_f32(float* const* params, const float* const* grads, float* const* momenta,
                                 const int64_t* sizes, const uint32_t* noise_index, int count, float lr,
                                 float weight_decay, float momentum, float sigma, uint64_t seed, uint64_t step,
-                                cudaStream_t stream) {
+                                int64_t chunk_size, cudaStream_t stream) {
   std::vector<stnas::cuda::TensorRef> refs;
   for (int i = 0; i < count; ++i) {
     refs.push_back({{params[i], grads ? const_cast<float*>(grads[i]) : nullptr, momenta ? momenta[i] : nullptr, nullptr},
                     sizes[i], noise_index[i]});
   }
   const stnas::cuda::SgldScalars s{lr, weight_decay, momentum, sigma, seed, step};
-  return stnas::cuda::launch_sgld_step<float>(refs, grads != nullptr, momenta != nullptr, s, stream);
+  return stnas::cuda::launch_sgld_step<float>(refs, grads != nullptr, momenta != nullptr, s, stream,
+                                              chunk_size > 0 ? chunk_size : stnas::cuda::kSgldChunk);
 }
 
 // out = sum_a w[weight_index[a]] * ys[a] over n fp32 elements; w on the device.

@@ -9,11 +9,12 @@
 #include <random>
 #include <vector>
 
+#include "cuda/tensor_list_table.h"
 #include "stnas/philox.h"
 
 extern "C" {
 cudaError_t stnas_sgld_step_f32(float* const*, const float* const*, float* const*, const int64_t*, const uint32_t*,
-                                int, float, float, float, float, uint64_t, uint64_t, cudaStream_t);
+                                int, float, float, float, float, uint64_t, uint64_t, int64_t, cudaStream_t);
 cudaError_t stnas_masked_path_sum_forward_f32(const float* const*, const int32_t*, int, const float*, float*, int64_t,
                                               cudaStream_t);
 int stnas_masked_path_sum_backward_f32(const float*, const float* const*, float* const*, const int32_t*, int, int,
@@ -75,7 +76,7 @@ static void test_sgld(int64_t n, int offset, float sigma, std::mt19937& rng) {
   float* params[1] = {dp + offset};
   const float* grads[1] = {dg + offset};
   float* momenta[1] = {dv + offset};
-  CHECK_CUDA(stnas_sgld_step_f32(params, grads, momenta, &n, &index, 1, lr, wd, mu, sigma, seed, step, 0));
+  CHECK_CUDA(stnas_sgld_step_f32(params, grads, momenta, &n, &index, 1, lr, wd, mu, sigma, seed, step, 0, 0));
   CHECK_CUDA(cudaDeviceSynchronize());
   std::vector<float> p2(n), v2(n);
   CHECK_CUDA(cudaMemcpy(p2.data(), dp + offset, n * 4, cudaMemcpyDeviceToHost));
@@ -161,14 +162,19 @@ static void test_masked_path_sum(int64_t n, int paths, int offset, std::mt19937&
   expect(err_w < 1e-6, name, n, err_w);
 }
 
-// A list of tensors that fills several launches: more tensors than one argument table holds, and one
-// tensor of more chunks than a table holds, so it continues from one launch into the next.
+// A list of tensors that fills several launches. With small chunks (4,096 elements) one tensor has more
+// chunks than a table holds, so it continues from one launch into the next, and later more single-chunk
+// tensors follow than a table has entries for. The cutting itself is checked on the CPU
+// (test_tensor_list_table.cpp); this checks that the kernel reads the tables it is given.
 static void test_sgld_list(std::mt19937& rng) {
+  using Table = stnas::cuda::TensorListMeta<3>;
+  const int64_t chunk = 4096;
   const float lr = 0.05f, wd = 0.001f, mu = 0.9f, sigma = 0.25f;
   const uint64_t seed = 99, step = 3;
   std::vector<int64_t> sizes;
-  for (int i = 0; i < 45; ++i) sizes.push_back(1 + (i * 7919) % 70001);  // odd sizes, some over one chunk
-  sizes.push_back(25000003);  // ~382 chunks of 65536: more than one table's 320
+  for (int i = 0; i < 300; ++i) sizes.push_back(1 + (i * 7919) % 9001);  // odd sizes, some over one chunk
+  sizes.push_back((Table::kMaxChunks + 300) * chunk + 3);                 // more chunks than a table holds
+  for (int i = 0; i < Table::kMaxTensors + 20; ++i) sizes.push_back(1 + (i * 104729) % 4093);  // one chunk each
   sizes.push_back(5);
   const int count = static_cast<int>(sizes.size());
   std::vector<std::vector<float>> p(count), g(count), v(count);
@@ -190,7 +196,7 @@ static void test_sgld_list(std::mt19937& rng) {
     index[i] = 1000 + 3 * i;
   }
   CHECK_CUDA(stnas_sgld_step_f32(dp.data(), dg.data(), dv.data(), sizes.data(), index.data(), count, lr, wd, mu, sigma,
-                                 seed, step, 0));
+                                 seed, step, chunk, 0));
   CHECK_CUDA(cudaDeviceSynchronize());
   double err = 0;
   int64_t total = 0;
@@ -205,7 +211,9 @@ static void test_sgld_list(std::mt19937& rng) {
     cudaFree(const_cast<float*>(dg[i]));
     cudaFree(dv[i]);
   }
-  expect(err < 1e-5, "sgld_step list of 47 tensors, several launches", total, err);
+  char name[96];
+  std::snprintf(name, sizeof name, "sgld_step list of %d tensors, several launches", count);
+  expect(err < 1e-5, name, total, err);
 }
 
 int main() {

@@ -1,0 +1,87 @@
+// The argument table of a fused multi-tensor launch, and the host loop that cuts a tensor list into as
+// few tables as fit (apex's multi_tensor_apply idea). Plain C++, no CUDA: the CPU unit test
+// (csrc/tests/test_tensor_list_table.cpp) checks the cutting without a GPU.
+#pragma once
+#include <array>
+#include <cstdint>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace stnas::cuda {
+
+// Bytes of kernel parameters a launch may pass before CUDA 12.1.
+inline constexpr int kKernelParamBytes = 4096;
+
+// One launch's table: up to MaxTensors tensors (Depth pointers each: param, grad, momentum, ...) and
+// MaxChunks chunks (which tensor, which of its chunks). Every table entry costs kernel-parameter bytes.
+template <int Depth, int MaxTensors, int MaxChunks>
+struct TensorTable {
+  static_assert(MaxTensors <= 65536, "chunk_to_tensor is 16-bit");
+  static constexpr int kDepth = Depth;
+  static constexpr int kMaxTensors = MaxTensors;
+  static constexpr int kMaxChunks = MaxChunks;
+  void* addresses[Depth][MaxTensors];
+  int64_t sizes[MaxTensors];
+  uint32_t noise_index[MaxTensors];
+  uint16_t chunk_to_tensor[MaxChunks];
+  int32_t chunk_index[MaxChunks];
+};
+
+// The table a launch passes: apex's sizes for 4 KB of parameters.
+template <int Depth>
+using TensorListMeta = TensorTable<Depth, Depth <= 2 ? 48 : 36, 320>;
+static_assert(sizeof(TensorListMeta<3>) <= kKernelParamBytes - 256, "depth-3 table leaves no room for arguments");
+static_assert(sizeof(TensorListMeta<4>) <= kKernelParamBytes - 256, "depth-4 table leaves no room for arguments");
+
+struct TensorRef {
+  std::array<void*, 4> pointers;  // the first Depth entries are used
+  int64_t size;
+  uint32_t noise_index;
+};
+
+// Calls launch(table, chunks) for each table that the non-empty tensors fill, in order, cutting a table
+// when its chunks or tensors run out; a tensor cut in its middle goes on as entry 0 of the next table.
+// Returns launch's first non-zero result (the value-initialised result type means success).
+template <class Table, class Launch>
+auto for_each_table(const std::vector<TensorRef>& tensors, int64_t chunk_size, Launch&& launch)
+    -> decltype(launch(std::declval<const Table&>(), 0)) {
+  using Result = decltype(launch(std::declval<const Table&>(), 0));
+  Table table{};
+  int tensors_in_table = 0, chunks_in_table = 0;
+  auto flush = [&]() {
+    const Result r = launch(static_cast<const Table&>(table), chunks_in_table);
+    chunks_in_table = 0;
+    return r;
+  };
+  for (const TensorRef& ref : tensors) {
+    if (ref.size <= 0) continue;
+    if (tensors_in_table == Table::kMaxTensors) {  // only reached with chunks left in the table
+      const Result r = flush();
+      if (r != Result{}) return r;
+      tensors_in_table = 0;
+    }
+    const int entry = tensors_in_table++;
+    for (int d = 0; d < Table::kDepth; ++d) table.addresses[d][entry] = ref.pointers[d];
+    table.sizes[entry] = ref.size;
+    table.noise_index[entry] = ref.noise_index;
+    const int64_t chunks = (ref.size + chunk_size - 1) / chunk_size;
+    for (int64_t c = 0; c < chunks; ++c) {
+      if (chunks_in_table == Table::kMaxChunks) {  // full: the tensor goes on as entry 0 of the next table
+        const Result r = flush();
+        if (r != Result{}) return r;
+        for (int d = 0; d < Table::kDepth; ++d) table.addresses[d][0] = ref.pointers[d];
+        table.sizes[0] = ref.size;
+        table.noise_index[0] = ref.noise_index;
+        tensors_in_table = 1;
+      }
+      table.chunk_to_tensor[chunks_in_table] = static_cast<uint16_t>(tensors_in_table - 1);
+      table.chunk_index[chunks_in_table] = static_cast<int32_t>(c);
+      ++chunks_in_table;
+    }
+  }
+  if (chunks_in_table > 0) return flush();
+  return Result{};
+}
+
+}  // namespace stnas::cuda
