@@ -15,7 +15,8 @@ namespace stnas::cuda {
 // A grid of about one wave of resident blocks walks the launch's work in units of `unit` elements (a
 // chunk is chunk_size / unit units), so every SM gets the same share. One block per chunk instead left
 // the H100 unbalanced: 320 chunks over 132 SMs is 2 or 3 blocks per SM, and the SGLD step reached 75%
-// of copy bandwidth at 100M parameters (bench/bench_sgld.py, 2026-11-22); this way 86% (2026-11-23).
+// of copy bandwidth at 100M parameters (bench/bench_sgld.py, 2026-11-22); this way 86% (2026-11-23),
+// still in 8 launches of 4 KB tables (docs/perf-notes.md has the 32 KB tables' prediction).
 template <int Depth, class Functor, class... Args>
 __global__ void multi_tensor_apply_kernel(int64_t chunk_size, int64_t unit, int chunks, TensorListMeta<Depth> meta,
                                           Functor functor, Args... args) {

@@ -8,10 +8,19 @@
 #include <utility>
 #include <vector>
 
+#if defined(__CUDACC__)
+#include <cuda_runtime_api.h>  // CUDART_VERSION
+#endif
+
 namespace stnas::cuda {
 
-// Bytes of kernel parameters a launch may pass before CUDA 12.1.
+// Bytes of kernel parameters a launch may pass: 4,096 before CUDA 12.1, 32,764 from CUDA 12.1 on Volta
+// and newer (we build for sm_80 and sm_90). A plain C++ compile (the CPU unit test) takes the large size.
+#if defined(CUDART_VERSION) && CUDART_VERSION < 12010
 inline constexpr int kKernelParamBytes = 4096;
+#else
+inline constexpr int kKernelParamBytes = 32764;
+#endif
 
 // One launch's table: up to MaxTensors tensors (Depth pointers each: param, grad, momentum, ...) and
 // MaxChunks chunks (which tensor, which of its chunks). Every table entry costs kernel-parameter bytes.
@@ -28,9 +37,14 @@ struct TensorTable {
   int32_t chunk_index[MaxChunks];
 };
 
-// The table a launch passes: apex's sizes for 4 KB of parameters.
+// The table a launch passes. With 4 KB of parameters, 36 tensors and 320 chunks (apex's sizes for depth
+// 3); then a 100M-parameter list of 161 tensors needs 8 launches, three of them under 3.3M elements,
+// and each launch pays its own ramp-up and drain. With 32 KB, 512 tensors and 2,048 chunks of 65,536
+// elements (134M) make it one launch. 256 bytes stay free for the kernel's other arguments.
 template <int Depth>
-using TensorListMeta = TensorTable<Depth, Depth <= 2 ? 48 : 36, 320>;
+using TensorListMeta =
+    std::conditional_t<(kKernelParamBytes > 4096), TensorTable<Depth, Depth <= 3 ? 512 : 384, 2048>,
+                       TensorTable<Depth, Depth <= 2 ? 48 : 36, 320>>;
 static_assert(sizeof(TensorListMeta<3>) <= kKernelParamBytes - 256, "depth-3 table leaves no room for arguments");
 static_assert(sizeof(TensorListMeta<4>) <= kKernelParamBytes - 256, "depth-4 table leaves no room for arguments");
 
