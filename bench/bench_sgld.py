@@ -11,6 +11,8 @@ Implementations (each on a fresh copy of the same random state):
   compile          torch.compile of the reference update + torch.randn noise over the whole list
 The byte floor per element is read p, g, v + write p, v: (4 + gsize + 4) + (4 + 4) bytes with momentum
 (v is absent without it); GB/s = floor / median time, compared with the measured copy bandwidth.
+On CUDA each row also has, from torch.profiler over 5 calls, its kernels per call and their busy time:
+the floor over that busy time is what the kernels alone reach, without launch costs.
 Torch optimizers need grad.dtype == param.dtype: with --grad-dtype bf16/fp16 the baselines cast the grads
 into fp32 .grad buffers inside the timed region (the fused op reads the low-precision grads directly).
 """
@@ -235,6 +237,12 @@ def main(argv=None) -> dict:
             row.update(info)
             stats = common.time_fn(fn, **timing)
             row.update(common.timing_fields(stats, floor, copy_bw["gbps"]))
+            if device.type == "cuda":  # the kernels alone: how many per call and their share of the floor
+                prof = common.profile_calls(fn, 5, device)
+                if "gpu_busy_ms_per_call" in prof:
+                    row["kernels_per_call"] = prof["kernels_per_call"]
+                    row["gpu_busy_ms"] = prof["gpu_busy_ms_per_call"]
+                    row["kernel_frac_copy_bw"] = floor / (row["gpu_busy_ms"] * 1e-3) / 1e9 / copy_bw["gbps"]
         except Exception as exc:  # noqa: BLE001 - recorded in the row and printed
             row["error"] = common.error_string(exc)
             print(f"! {impl}: {row['error']}", flush=True)
@@ -343,6 +351,9 @@ def main(argv=None) -> dict:
                ("reps", "reps", ""), ("gbps", "GB/s", ".1f"), ("frac_copy_bw", "of copy bw", ".1%"),
                ("speedup_vs_eager", "x vs eager", ".2f"), ("speedup_vs_fused", "x vs fused", ".2f"),
                ("max_abs_err_p_vs_reference", "err p", ".1e"), ("compile_s", "compile s", ".1f")]
+    if device.type == "cuda":
+        columns[6:6] = [("kernels_per_call", "kernels", ".0f"), ("gpu_busy_ms", "busy ms", ".3f"),
+                        ("kernel_frac_copy_bw", "kernels of bw", ".1%")]
     print()
     common.table(rows, columns)
     payload = {

@@ -35,7 +35,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (IMAGENET_SAMPLE_TAR, ensure_stnas_importable, environment, jpeg_folder,  # noqa: E402
-                    synchronize, write_results)
+                    profile_calls, synchronize, write_results)
 
 ensure_stnas_importable()
 from spos_baseline import SposSupernet, sgd_with_noise_step  # noqa: E402
@@ -204,26 +204,18 @@ def profile(runner, source, i, steps, device, top=8) -> dict:
     """The top kernels by self time per step (GPU kernels on CUDA, operators on the CPU), and on CUDA the
     GPU's busy time per step: against the step's wall time it says how much launch gaps could cost (what
     CUDA graphs could win back)."""
-    from torch.autograd import DeviceType
-    from torch.profiler import ProfilerActivity, profile as torch_profile
+    step_index = iter(range(i, i + steps))
 
-    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with torch_profile(activities=acts) as prof:
-        for k in range(steps):
-            x, y = next(source)
-            runner.step(x, y, i + k)
-        synchronize(device)
-    events = list(prof.key_averages())
-    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    kernels = [e for e in events if e.device_type == DeviceType.CUDA] if device.type == "cuda" else []
-    if kernels:  # kernels only: an operator's device time is its kernels' again
-        events = kernels
-    events.sort(key=lambda e: getattr(e, key, 0), reverse=True)
-    out = {"top_kernels": [{"name": e.key, "self_ms_per_step": getattr(e, key, 0) / 1e3 / steps,
-                            "calls_per_step": e.count / steps} for e in events[:top]]}
-    if kernels:  # busy time only from kernel events: summing operators too would count it twice
-        out["gpu_busy_ms_per_step"] = sum(getattr(e, key, 0) for e in kernels) / 1e3 / steps
-        out["kernels_per_step"] = sum(e.count for e in kernels) / steps
+    def step():
+        x, y = next(source)
+        runner.step(x, y, next(step_index))
+
+    prof = profile_calls(step, steps, device)
+    out = {"top_kernels": [{"name": e["name"], "self_ms_per_step": e["self_ms_per_call"],
+                            "calls_per_step": e["count_per_call"]} for e in prof["events"][:top]]}
+    if "gpu_busy_ms_per_call" in prof:
+        out["gpu_busy_ms_per_step"] = prof["gpu_busy_ms_per_call"]
+        out["kernels_per_step"] = prof["kernels_per_call"]
     return out
 
 

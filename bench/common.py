@@ -153,6 +153,34 @@ def summarize(times: list[float]) -> dict:
             "p10_s": q(0.1), "p90_s": q(0.9), "reps": len(ts)}
 
 
+def profile_calls(fn, calls: int, device: torch.device | str) -> dict:
+    """Run ``fn()`` ``calls`` times under torch.profiler; per call, what ran, by self time. On CUDA it keeps
+    GPU kernel events only (an operator's device time is its kernels' again) and adds the GPU's busy time
+    and the number of kernels: busy time against the call's wall time shows what launches and gaps cost.
+    On the CPU it lists operators."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    with torch_profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+        for _ in range(calls):
+            fn()
+        synchronize(device)
+    events = list(prof.key_averages())
+    key = "self_device_time_total" if cuda else "self_cpu_time_total"
+    kernels = [e for e in events if e.device_type == DeviceType.CUDA] if cuda else []
+    if kernels:
+        events = kernels
+    events.sort(key=lambda e: getattr(e, key, 0), reverse=True)
+    out = {"events": [{"name": e.key, "self_ms_per_call": getattr(e, key, 0) / 1e3 / calls,
+                       "count_per_call": e.count / calls} for e in events]}
+    if kernels:  # busy time only from kernel events: summing operators too would count it twice
+        out["gpu_busy_ms_per_call"] = sum(getattr(e, key, 0) for e in kernels) / 1e3 / calls
+        out["kernels_per_call"] = sum(e.count for e in kernels) / calls
+    return out
+
+
 def measure_copy_bandwidth(device: torch.device | str, nbytes: int = 256 << 20, warmup: int = 3,
                            reps: int = 10) -> dict:
     """The machine's copy bandwidth: ``dst.copy_(src)`` of ``nbytes`` (float32), counted as bytes read +
