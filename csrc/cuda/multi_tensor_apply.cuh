@@ -20,15 +20,11 @@ namespace stnas::cuda {
 template <int Depth, class Functor, class... Args>
 __global__ void multi_tensor_apply_kernel(int64_t chunk_size, int64_t unit, int chunks, TensorListMeta<Depth> meta,
                                           Functor functor, Args... args) {
-  const int64_t units_per_chunk = chunk_size / unit;
-  const int64_t units = chunks * units_per_chunk;
+  const int64_t units = chunks * (chunk_size / unit);
   for (int64_t u = blockIdx.x; u < units; u += gridDim.x) {
-    const int c = static_cast<int>(u / units_per_chunk);
-    const int t = meta.chunk_to_tensor[c];
-    const int64_t n = meta.sizes[t];
-    const int64_t begin = static_cast<int64_t>(meta.chunk_index[c]) * chunk_size + (u - c * units_per_chunk) * unit;
-    if (begin >= n) continue;  // past the end of the tensor's last, partial chunk
-    functor(begin, begin + unit < n ? begin + unit : n, t, meta, args...);
+    const UnitRange r = unit_range(meta, chunk_size, unit, u);
+    if (r.begin >= r.end) continue;  // past the end of the tensor's last, partial chunk
+    functor(r.begin, r.end, r.tensor, meta, args...);
   }
 }
 

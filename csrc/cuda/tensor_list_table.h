@@ -48,6 +48,30 @@ using TensorListMeta =
 static_assert(sizeof(TensorListMeta<3>) <= kKernelParamBytes - 256, "depth-3 table leaves no room for arguments");
 static_assert(sizeof(TensorListMeta<4>) <= kKernelParamBytes - 256, "depth-4 table leaves no room for arguments");
 
+#if defined(__CUDACC__)
+#define STNAS_HOST_DEVICE __host__ __device__ __forceinline__
+#else
+#define STNAS_HOST_DEVICE inline
+#endif
+
+// What unit u of a launch covers: elements [begin, end) of table entry `tensor`; empty (end <= begin)
+// when the unit lies past the end of its tensor's last, partial chunk. A chunk is chunk_size / unit
+// units. The kernel (multi_tensor_apply.cuh) walks units with this; the CPU test checks their tiling.
+struct UnitRange {
+  int tensor;
+  int64_t begin, end;
+};
+
+template <class Table>
+STNAS_HOST_DEVICE UnitRange unit_range(const Table& table, int64_t chunk_size, int64_t unit, int64_t u) {
+  const int64_t units_per_chunk = chunk_size / unit;
+  const int c = static_cast<int>(u / units_per_chunk);
+  const int t = table.chunk_to_tensor[c];
+  const int64_t n = table.sizes[t];
+  const int64_t begin = static_cast<int64_t>(table.chunk_index[c]) * chunk_size + (u - c * units_per_chunk) * unit;
+  return {t, begin, begin + unit < n ? begin + unit : n};
+}
+
 struct TensorRef {
   std::array<void*, 4> pointers;  // the first Depth entries are used
   int64_t size;

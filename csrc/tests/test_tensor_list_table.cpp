@@ -1,9 +1,12 @@
 // CPU test of how a tensor list is cut into the argument tables of fused launches
 // (csrc/cuda/tensor_list_table.h): replaying every table must give each chunk of each non-empty tensor
 // exactly once and in order, with the tensor's own pointers, size and noise index; a table is only cut
-// when it is full; the first failing launch stops the loop. Random lists over several table capacities.
+// when it is full; the first failing launch stops the loop; and the units the kernel walks
+// (unit_range) tile every tensor exactly. Random lists over several table capacities.
+#include <algorithm>
 #include <cstdio>
 #include <map>
+#include <tuple>
 #include <random>
 #include <utility>
 #include <vector>
@@ -43,12 +46,13 @@ static std::vector<TensorRef> random_list(std::mt19937& rng, int64_t chunk, int 
 }
 
 template <class Table>
-static void check_list(const std::vector<TensorRef>& list, int64_t chunk, const char* name, int trial) {
+static void check_list(const std::vector<TensorRef>& list, int64_t chunk, int64_t unit, const char* name, int trial) {
   std::map<void*, size_t> owner;
   for (size_t i = 0; i < list.size(); ++i) owner[list[i].pointers[0]] = i;
   std::vector<std::pair<size_t, int64_t>> seen;  // (tensor, chunk) in launch order
   std::vector<bool> full;                        // was each table full when it was cut
-  bool entries_ok = true;
+  std::vector<std::tuple<size_t, int64_t, int64_t>> units;  // (tensor, begin, end) of every non-empty unit
+  bool entries_ok = true, units_ok = true;
   const int r = stnas::cuda::for_each_table<Table>(list, chunk, [&](const Table& table, int chunks) {
     entries_ok &= chunks > 0 && chunks <= Table::kMaxChunks;
     std::vector<bool> used(Table::kMaxTensors, false);
@@ -62,6 +66,12 @@ static void check_list(const std::vector<TensorRef>& list, int64_t chunk, const 
       used[t] = true;
       seen.emplace_back(i, table.chunk_index[k]);
     }
+    for (int64_t u = 0; u < chunks * (chunk / unit) && entries_ok; ++u) {  // the kernel's walk
+      const stnas::cuda::UnitRange r = stnas::cuda::unit_range(table, chunk, unit, u);
+      if (r.begin >= r.end) continue;
+      units_ok &= r.end - r.begin <= unit && r.begin % unit == 0;
+      units.emplace_back(owner[table.addresses[0][r.tensor]], r.begin, r.end);
+    }
     int tensors = 0;
     for (bool u : used) tensors += u;
     full.push_back(chunks == Table::kMaxChunks || tensors == Table::kMaxTensors);
@@ -73,6 +83,14 @@ static void check_list(const std::vector<TensorRef>& list, int64_t chunk, const 
   for (size_t i = 0; i < list.size(); ++i)
     for (int64_t c = 0; c * chunk < list[i].size; ++c) want.emplace_back(i, c);
   expect(seen == want, "each chunk of each non-empty tensor exactly once, in order", name, trial);
+  std::sort(units.begin(), units.end());
+  std::vector<int64_t> covered(list.size(), 0);  // units sorted by (tensor, begin) must abut from 0 to n
+  for (const auto& [i, begin, end] : units) {
+    units_ok &= begin == covered[i];
+    covered[i] = end;
+  }
+  for (size_t i = 0; i < list.size(); ++i) units_ok &= covered[i] == list[i].size;
+  expect(units_ok, "the kernel's units tile every tensor exactly, none longer than a unit", name, trial);
   for (size_t k = 0; k + 1 < full.size(); ++k) expect(full[k], "only a full table is cut", name, trial);
   tables_cut += full.empty() ? 0 : static_cast<int>(full.size()) - 1;
 }
@@ -88,9 +106,9 @@ static void check_error_stops(const char* name) {
 }
 
 template <class Table>
-static void run(const char* name, int64_t chunk, int max_count, int trials, std::mt19937& rng) {
+static void run(const char* name, int64_t chunk, int64_t unit, int max_count, int trials, std::mt19937& rng) {
   tables_cut = 0;
-  for (int trial = 0; trial < trials; ++trial) check_list<Table>(random_list(rng, chunk, max_count), chunk, name, trial);
+  for (int trial = 0; trial < trials; ++trial) check_list<Table>(random_list(rng, chunk, max_count), chunk, unit, name, trial);
   expect(tables_cut >= trials / 2, "the random lists span several tables", name, 0);
   check_error_stops<Table>(name);
   // Nothing to do: no launch at all.
@@ -105,11 +123,11 @@ static void run(const char* name, int64_t chunk, int max_count, int trials, std:
 
 int main() {
   std::mt19937 rng(2026);
-  run<TensorTable<1, 1, 1>>("1 tensor, 1 chunk", 3, 12, 300, rng);
-  run<TensorTable<2, 3, 5>>("3 tensors, 5 chunks", 4, 30, 300, rng);
-  run<TensorTable<3, 36, 320>>("36 tensors, 320 chunks (4 KB)", 16, 400, 200, rng);
-  run<stnas::cuda::TensorListMeta<3>>("TensorListMeta<3> (this build)", 16, 1500, 60, rng);
-  run<stnas::cuda::TensorListMeta<4>>("TensorListMeta<4> (this build)", 16, 1500, 20, rng);
+  run<TensorTable<1, 1, 1>>("1 tensor, 1 chunk", 3, 1, 12, 300, rng);
+  run<TensorTable<2, 3, 5>>("3 tensors, 5 chunks", 4, 2, 30, 300, rng);
+  run<TensorTable<3, 36, 320>>("36 tensors, 320 chunks (4 KB)", 16, 4, 400, 200, rng);
+  run<stnas::cuda::TensorListMeta<3>>("TensorListMeta<3> (this build)", 16, 8, 1500, 60, rng);
+  run<stnas::cuda::TensorListMeta<4>>("TensorListMeta<4> (this build)", 16, 16, 1500, 20, rng);
   std::printf("%s: %d failure(s)\n", failures ? "FAILED" : "PASSED", failures);
   return failures ? 1 : 0;
 }
