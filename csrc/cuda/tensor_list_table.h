@@ -1,6 +1,7 @@
-// The argument table of a fused multi-tensor launch, and the host loop that cuts a tensor list into as
-// few tables as fit (apex's multi_tensor_apply idea). Plain C++, no CUDA: the CPU unit test
-// (csrc/tests/test_tensor_list_table.cpp) checks the cutting without a GPU.
+// The argument table of a fused multi-tensor launch, the host loop that cuts a tensor list into as few
+// tables as fit (apex's multi_tensor_apply idea), and the units the kernel walks in a table. Plain C++
+// (unit_range is also a device function under nvcc): the CPU unit test
+// (csrc/tests/test_tensor_list_table.cpp) checks the cutting and the walk without a GPU.
 #pragma once
 #include <array>
 #include <cstdint>
