@@ -88,6 +88,11 @@ auto for_each_table(const std::vector<TensorRef>& tensors, int64_t chunk_size, L
   using Result = decltype(launch(std::declval<const Table&>(), 0));
   Table table{};
   int tensors_in_table = 0, chunks_in_table = 0;
+  auto put = [&](int entry, const TensorRef& ref) {
+    for (int d = 0; d < Table::kDepth; ++d) table.addresses[d][entry] = ref.pointers[d];
+    table.sizes[entry] = ref.size;
+    table.noise_index[entry] = ref.noise_index;
+  };
   auto flush = [&]() {
     const Result r = launch(static_cast<const Table&>(table), chunks_in_table);
     chunks_in_table = 0;
@@ -100,18 +105,13 @@ auto for_each_table(const std::vector<TensorRef>& tensors, int64_t chunk_size, L
       if (r != Result{}) return r;
       tensors_in_table = 0;
     }
-    const int entry = tensors_in_table++;
-    for (int d = 0; d < Table::kDepth; ++d) table.addresses[d][entry] = ref.pointers[d];
-    table.sizes[entry] = ref.size;
-    table.noise_index[entry] = ref.noise_index;
+    put(tensors_in_table++, ref);
     const int64_t chunks = (ref.size + chunk_size - 1) / chunk_size;
     for (int64_t c = 0; c < chunks; ++c) {
       if (chunks_in_table == Table::kMaxChunks) {  // full: the tensor goes on as entry 0 of the next table
         const Result r = flush();
         if (r != Result{}) return r;
-        for (int d = 0; d < Table::kDepth; ++d) table.addresses[d][0] = ref.pointers[d];
-        table.sizes[0] = ref.size;
-        table.noise_index[0] = ref.noise_index;
+        put(0, ref);
         tensors_in_table = 1;
       }
       table.chunk_to_tensor[chunks_in_table] = static_cast<uint16_t>(tensors_in_table - 1);
