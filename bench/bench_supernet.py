@@ -35,7 +35,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (IMAGENET_SAMPLE_TAR, ensure_stnas_importable, environment, jpeg_folder,  # noqa: E402
-                    profile_calls, synchronize, write_results)
+                    profile_calls, synchronize, time_fn, write_results)
 
 ensure_stnas_importable()
 from spos_baseline import SposSupernet, sgd_with_noise_step  # noqa: E402
@@ -58,16 +58,7 @@ def measure_matmul_peak(device: torch.device) -> float:
     n = 8192 if device.type == "cuda" else 1024
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    synchronize(device)
-    times = []
-    for _ in range(5):
-        t = time.perf_counter()
-        a @ b
-        synchronize(device)
-        times.append(time.perf_counter() - t)
-    return 2 * n ** 3 / statistics.median(times)
+    return 2 * n ** 3 / time_fn(lambda: a @ b, warmup=3, reps=5, device=device)["median_s"]
 
 
 class Runner:
