@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from stnas.data.errors import DataError
-from stnas.data.loader import Loader
+from stnas.data.base import Loader
 
 
 def _pipeline(loader: DaliLoader, files: list[str], labels: list[int], seed: int):

@@ -64,3 +64,17 @@ def demo_dataset(root=None) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def data_root(root=None) -> Path:
+    """``root`` when given, else the demo dataset's root (written by rank 0 of a distributed run while
+    the others wait)."""
+    if root is not None:
+        return Path(root)
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if dist.get_rank() == 0:
+            demo_dataset()
+        dist.barrier()
+    return demo_dataset()

@@ -128,6 +128,27 @@ class ImageFolderSplit:
     def __len__(self) -> int:
         return len(self.files)
 
+    def portion(self, index: int, parts: int) -> "ImageFolderSplit":
+        """Part ``index`` of ``parts`` equal parts, taken per class (within a class, files in name
+        order): each part keeps the class balance. Bilevel NAS trains weights on one half of the training
+        split and the architecture on the other (DARTS, DrNAS); an ImageFolder lists files class by class,
+        so "the first half" would hold only the first classes."""
+        if not 0 <= index < parts:
+            raise DataError(f"portion: index must be in [0, {parts}), got {index}")
+        by_class: dict[int, list[str]] = {}
+        for f, y in zip(self.files, self.labels):
+            by_class.setdefault(y, []).append(f)
+        out = ImageFolderSplit(self.root, self.split, list(self.classes))
+        for y in sorted(by_class):
+            files = by_class[y]
+            lo, hi = len(files) * index // parts, len(files) * (index + 1) // parts
+            out.files.extend(files[lo:hi])
+            out.labels.extend([y] * (hi - lo))
+        if not out.files:
+            raise DataError(f"{self.root / self.split}: part {index + 1} of {parts} holds no image "
+                            f"({len(self.files)} images in all)")
+        return out
+
 
 def shard_range(n: int, shard_id: int, num_shards: int) -> tuple[int, int]:
     """The contiguous slice of ``n`` samples that shard ``shard_id`` reads (DALI's readers split so)."""

@@ -23,13 +23,10 @@ float32, float16 or bfloat16; labels as int64.
 from __future__ import annotations
 
 import logging
-import math
-import os
-from collections import Counter
 
-import numpy as np
 import torch
 
+from stnas.data.base import Loader
 from stnas.data.errors import DataError
 from stnas.data.folder import ImageFolderSplit, shard_range
 
@@ -50,90 +47,19 @@ def dali_available() -> tuple[bool, str]:
     return True, ""
 
 
-class Loader:
-    """Each iteration is one epoch of batches ``(images, labels)``. Attributes: ``backend`` ('dali' or
-    'pil'), ``classes``, ``num_classes``, ``size`` (images in this shard per epoch), ``skipped``
-    (reason -> count, from the scan), ``epoch`` (the epoch the next iteration reads); ``len()`` is the
-    number of batches per epoch."""
-
-    backend = "?"
-
-    def __init__(self, split: ImageFolderSplit, train: bool, batch_size: int, image_size: int, dtype, channels_last,
-                 shard_id, num_shards, seed, num_threads, drop_last, mean, std, crop_fraction, device):
-        self.split, self.train, self.batch_size, self.image_size = split, train, batch_size, image_size
-        self.dtype, self.channels_last, self.seed = dtype, channels_last, seed
-        self.shard_id, self.num_shards = shard_id, num_shards
-        self.num_threads = num_threads or os.cpu_count() or 1
-        self.drop_last = drop_last
-        self.mean, self.std, self.crop_fraction, self.device = mean, std, crop_fraction, device
-        lo, hi = shard_range(len(split), shard_id, num_shards)
-        self.size = hi - lo
-        self.classes = split.classes
-        self.num_classes = len(split.classes)
-        self.skipped = dict(Counter(split.skipped))
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return self.size // self.batch_size if self.drop_last else math.ceil(self.size / self.batch_size)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Make the next iteration read ``epoch`` (its order and, in training, its augmentation)."""
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise DataError(f"epoch must be a non-negative integer, got {epoch!r}")
-        self.epoch = epoch
-
-    def epoch_seed(self, epoch: int) -> int:
-        """The seed of one epoch's permutation and augmentation (fits DALI's int32 seed)."""
-        return int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0] % (2**31 - 1))
-
-    def order(self, epoch: int) -> tuple[list[str], list[int]]:
-        """Files and labels of the whole split, in the order of ``epoch``; a shard reads its slice."""
-        n = len(self.split)
-        if not self.train:
-            return list(self.split.files), list(self.split.labels)
-        perm = np.random.default_rng(self.epoch_seed(epoch)).permutation(n)
-        return [self.split.files[i] for i in perm], [self.split.labels[i] for i in perm]
-
-    def shard(self, epoch: int) -> tuple[list[str], list[int]]:
-        """The files and labels this shard reads in ``epoch``, in order."""
-        files, labels = self.order(epoch)
-        lo, hi = shard_range(len(files), self.shard_id, self.num_shards)
-        return files[lo:hi], labels[lo:hi]
-
-    def __iter__(self):
-        epoch = self.epoch
-        self.epoch += 1
-        if len(self) == 0:
-            return iter(())
-        return self._batches(epoch)
-
-    def _batches(self, epoch: int):
-        raise NotImplementedError
-
-    def _finish(self, images: torch.Tensor, labels: torch.Tensor, hwc: bool):
-        """NHWC or NCHW images of any float dtype -> NCHW of ``dtype`` (channels_last on request)."""
-        if hwc:  # an NHWC buffer seen as NCHW is channels_last without a copy
-            images = images.permute(0, 3, 1, 2)
-        images = images.to(self.dtype)
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        else:
-            images = images.contiguous()
-        return images, labels.reshape(-1).long()
-
-
 def make_loader(root, split: str = "train", batch_size: int = 256, image_size: int = 224, dtype=torch.float32,
                 channels_last: bool = False, shard_id: int = 0, num_shards: int = 1, seed: int = 0,
                 num_threads: int | None = None, backend: str = "auto", device=None, drop_last: bool | None = None,
                 train: bool | None = None, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                crop_fraction: float = 0.875) -> Loader:
+                crop_fraction: float = 0.875, portion: tuple[int, int] | None = None) -> Loader:
     """A loader of ``root/split``; ``train`` (default: split == 'train') picks the augmentation and
     the default of ``drop_last`` (drop the last partial batch in training, keep it otherwise).
 
     backend: 'auto' (DALI if importable, else PIL with a warning), 'dali' or 'pil'. device: None or
     'cpu' decodes on the CPU and returns CPU tensors; a CUDA device decodes with nvJPEG (DALI 'mixed')
     and returns tensors on that device. num_threads: DALI's CPU threads, or the PIL loader's worker
-    processes (default: all cores). mean, std: per channel, on the 0-1 scale.
+    processes (default: all cores). mean, std: per channel, on the 0-1 scale. portion: ``(index, parts)``
+    reads part ``index`` of the split cut into ``parts`` class-balanced parts (bilevel search's halves).
     """
     if dtype not in _DTYPES:
         raise DataError(f"dtype must be torch.float32, torch.float16 or torch.bfloat16, got {dtype}")
@@ -166,6 +92,8 @@ def make_loader(root, split: str = "train", batch_size: int = 256, image_size: i
             log.warning("NVIDIA DALI cannot be imported (%s): using the PIL loader, which is slower", why)
     is_train = split == "train" if train is None else bool(train)
     scanned = ImageFolderSplit.scan(root, split)
+    if portion is not None:
+        scanned = scanned.portion(*portion)
     shard_range(len(scanned), shard_id, num_shards)  # checks shard_id before any pipeline is built
     args = (scanned, is_train, batch_size, image_size, dtype, bool(channels_last), shard_id, num_shards, seed,
             num_threads, is_train if drop_last is None else bool(drop_last), mean, std, crop_fraction, device)

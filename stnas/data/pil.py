@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from stnas.data.errors import DataError
-from stnas.data.loader import Loader
+from stnas.data.base import Loader
 
 
 def decode_problem(path) -> str | None:

@@ -1,4 +1,4 @@
-"""The data a search needs, over an ImageFolder root (``train/`` and ``val/``) through ``stnas.data``.
+"""The data a single-path search needs, over an ImageFolder root (``train/`` and ``val/``) through ``stnas.data``.
 
 - the training batches of every epoch, in an order fixed by (seed, epoch), for the supernet;
 - a fixed set of training batches for BatchNorm recalibration;
@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from stnas import data as stdata
+from stnas.data.errors import DataError
+from stnas.data.loader import make_loader
 
 
 class SearchData:
@@ -35,12 +36,12 @@ class SearchData:
         self.num_classes = self.train_loader.num_classes
         self.backend_used = self.train_loader.backend
         if self.steps_per_epoch < 1:
-            raise stdata.DataError(f"{self.root / 'train'}: {self.train_size} images give no full batch of "
+            raise DataError(f"{self.root / 'train'}: {self.train_size} images give no full batch of "
                                    f"{batch_size}; lower --batch-size")
         self._recal = self._eval = None
 
     def _loader(self, split: str, seed: int, shard_id: int = 0, num_shards: int = 1):
-        return stdata.make_loader(self.root, split=split, batch_size=self.batch_size, image_size=self.image_size,
+        return make_loader(self.root, split=split, batch_size=self.batch_size, image_size=self.image_size,
                                   dtype=self.dtype, channels_last=self.channels_last, seed=seed,
                                   num_threads=self.num_threads, backend=self.backend, device=self.loader_device,
                                   shard_id=shard_id, num_shards=num_shards)
