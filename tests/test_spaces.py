@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from stnas.spaces import Arch, Space, SpaceError, builtin_spaces
+from stnas.spaces import Arch, Budget, Space, SpaceError, builtin_spaces
 from stnas.supernet import build
 
 
@@ -136,12 +136,13 @@ def test_budgets_below_the_space_are_refused_by_name():
     space = Space.load("demo")
     lo, hi = space.madds_range()
     with pytest.raises(SpaceError, match="budget_madds"):
-        space.check_budget(lo - 1)
+        Budget(lo - 1).check(space)
     with pytest.raises(SpaceError, match="budget_params"):
-        space.check_budget(None, 10)
-    with pytest.raises(SpaceError, match="budget_madds"):
-        space.sample(random.Random(0), budget_madds=float("nan"))
-    space.check_budget(lo)
+        Budget(None, 10).check(space)
+    with pytest.raises(SpaceError, match="madds"):
+        Budget(float("nan"))
+    assert Budget(lo).check(space) == []
+    assert "binds nothing" in Budget(hi).check(space)[0]
 
 
 @pytest.mark.parametrize("edit,field", [
@@ -180,9 +181,9 @@ def test_sampling_mutation_and_crossover_stay_in_the_space_and_budget():
     rng = random.Random(11)
     lo, hi = space.madds_range()
     budget = lo + 0.3 * (hi - lo)
-    a, b = space.sample(rng, budget), space.sample(rng, budget)
+    a, b = space.sample(rng, Budget(budget)), space.sample(rng, Budget(budget))
     for _ in range(30):
-        x = space.sample(rng, budget)
+        x = space.sample(rng, Budget(budget))
         assert space.madds(x) <= budget
         m = space.mutate(x, rng, prob=0.05)
         assert m != x and space.validate(m) is m

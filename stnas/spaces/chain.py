@@ -1,4 +1,4 @@
-"""A search space as data: a chain of feature maps (nodes) joined by stem and branch edges.
+"""The ``chain`` kind of space (ST-NAS): a chain of feature maps (nodes) joined by stem and branch edges.
 
 Node 0 is the stem convolution's output. Stem edge e joins node e to node e + 1 and always carries one
 op (a block of the skeleton's stages, in order). Branch edge (i, j) joins nodes whose depth differs by
@@ -10,8 +10,9 @@ Every node's width and resolution are fixed by the skeleton, so an edge's cost d
 alone; MAdds and parameters of an architecture are sums over its edges, and the range over a space is
 the sum of the per-edge minima and maxima.
 
-A space file (YAML or JSON)::
+A space file (YAML or JSON; ``type: chain`` may be left out, it is the default)::
 
+    type: chain
     name: demo
     input: {resolution: 32, channels: 3}
     num_classes: 10
@@ -26,18 +27,15 @@ stride or width may change; ``skip`` there is a 1x1 conv + BN projection.
 """
 from __future__ import annotations
 
-import json
 import math
 import random
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 
 from stnas.spaces.arch import Arch
+from stnas.spaces.base import Cost, Decision, Space, register_kind
 from stnas.spaces.errors import SpaceError
-from stnas.spaces.ops import conv_cost, conv_out, op_cost, op_names, parse_op
-
-BUILTIN_DIR = Path(__file__).with_name("builtin")
+from stnas.spaces.ops import conv_cost, conv_out, is_op, op_cost, op_names
 
 
 @dataclass(frozen=True)
@@ -66,8 +64,12 @@ class Edge:
         return f"{self.src}_{self.dst}"
 
 
+@register_kind
 @dataclass(frozen=True)
-class Space:
+class ChainSpace(Space):
+    kind = "chain"
+    arch_type = Arch
+
     name: str
     resolution: int
     in_channels: int
@@ -85,8 +87,7 @@ class Space:
     # ---------------------------------------------------------------- loading
 
     @classmethod
-    def from_dict(cls, data, source: str = "") -> "Space":
-        """Validate a parsed space file; every error names the field."""
+    def _parse(cls, data, source: str = "") -> "ChainSpace":
         where = f" in {source}" if source else ""
 
         def fail(msg):
@@ -106,8 +107,8 @@ class Space:
             if not isinstance(value, list) or (not value and not allow_empty):
                 fail(f"'{path}' must be a non-empty list of op names, got {value!r}")
             for k, name in enumerate(value):
-                if parse_op(name) is None:
-                    fail(f"'{path}[{k}]': unknown op {name!r} (ops: {', '.join(op_names())})")
+                if not is_op(name, "chain"):
+                    fail(f"'{path}[{k}]': unknown op {name!r} (ops: {', '.join(op_names('chain'))})")
             if len(set(value)) != len(value):
                 fail(f"'{path}' lists an op twice: {value}")
             return tuple(value)
@@ -167,32 +168,9 @@ class Space:
                     head_width=integer(head.get("width"), "head.width"), dropout=float(dropout), source=source)
         return space
 
-    @classmethod
-    def load(cls, spec) -> "Space":
-        """A space from a file path (.yaml/.yml/.json) or a built-in name (see :func:`builtin_spaces`)."""
-        if isinstance(spec, Space):
-            return spec
-        path = Path(spec)
-        if not path.suffix and (BUILTIN_DIR / f"{spec}.yaml").is_file():
-            path = BUILTIN_DIR / f"{spec}.yaml"
-        if not path.is_file():
-            raise SpaceError(f"space {spec!r} is neither a file nor a built-in space "
-                             f"(built-in: {', '.join(builtin_spaces())})")
-        text = path.read_text()
-        try:
-            if path.suffix == ".json":
-                data = json.loads(text)
-            else:
-                import yaml
-
-                data = yaml.safe_load(text)
-        except Exception as e:  # yaml.YAMLError / json.JSONDecodeError: say which file and where
-            raise SpaceError(f"space file {path}: cannot parse it ({e})") from None
-        return cls.from_dict(data, source=str(path))
-
     def to_dict(self) -> dict:
         """The space file's content (``Space.from_dict(s.to_dict()) == s``)."""
-        out = {"name": self.name, "input": {"resolution": self.resolution, "channels": self.in_channels},
+        out = {"type": self.kind, "name": self.name, "input": {"resolution": self.resolution, "channels": self.in_channels},
                "num_classes": self.num_classes,
                "stem": {"width": self.stem_width, "kernel": self.stem_kernel, "stride": self.stem_stride},
                "stages": [{"blocks": s.blocks, "width": s.width, "stride": s.stride, "ops": list(s.ops),
@@ -240,66 +218,20 @@ class Space:
                 edges.append(Edge(i, j, cin, cout, math.prod(strides[i:j]), size, self.branch_ops))
         return tuple(edges)
 
-    # ---------------------------------------------------------------- counting and cost
+    # ---------------------------------------------------------------- the protocol
 
-    def count_topologies(self) -> int:
-        """Distinct on/off patterns of the branch edges: 2 ** (number of branch edges)."""
-        return 2 ** len(self.branch_edges)
+    @cached_property
+    def _decisions(self) -> tuple[Decision, ...]:
+        stems = tuple(Decision(f"arch.ops[{k}]", e.ops, f"stem edge {e.name}") for k, e in enumerate(self.stem_edges))
+        branches = tuple(Decision(f"arch.branches[{b}]", (None,) + e.ops, f"branch edge {e.name}")
+                         for b, e in enumerate(self.branch_edges))
+        return stems + branches
 
-    def count_architectures(self) -> int:
-        """Distinct architectures: every stem edge's op choice times every branch edge's off-or-op choice."""
-        n = math.prod(len(e.ops) for e in self.stem_edges)
-        return n * math.prod(1 + len(e.ops) for e in self.branch_edges)
+    def decisions(self) -> tuple[Decision, ...]:
+        """One op per stem edge, then per branch edge None (off) or one of its ops."""
+        return self._decisions
 
-    def _fixed_cost(self) -> tuple[int, int]:
-        """Stem conv, head conv and classifier: present in every architecture."""
-        out = conv_out(self.resolution, self.stem_stride)
-        m1, p1 = conv_cost(self.in_channels, self.stem_width, self.stem_kernel, out * out)
-        c_last, s_last = self.nodes[-1]
-        m2, p2 = conv_cost(c_last, self.head_width, 1, s_last * s_last)
-        m3, p3 = conv_cost(self.head_width, self.num_classes, 1, 1, bn=False, bias=True)
-        return m1 + m2 + m3, p1 + p2 + p3
-
-    @staticmethod
-    def _edge_cost(edge: Edge, op) -> tuple[int, int]:
-        return (0, 0) if op is None else op_cost(op, edge.cin, edge.cout, edge.stride, edge.in_size)
-
-    def cost(self, arch: Arch) -> tuple[int, int]:
-        """(multiply-adds, parameters) of ``arch`` at the space's input resolution, per image."""
-        self.validate(arch)
-        madds, params = self._fixed_cost()
-        for edge, op in zip(self.stem_edges + self.branch_edges, arch.ops + arch.branches):
-            m, p = self._edge_cost(edge, op)
-            madds, params = madds + m, params + p
-        return madds, params
-
-    def madds(self, arch: Arch) -> int:
-        return self.cost(arch)[0]
-
-    def params(self, arch: Arch) -> int:
-        return self.cost(arch)[1]
-
-    def madds_range(self) -> tuple[int, int]:
-        """Smallest and largest MAdds over every architecture of the space (exact: costs add per edge)."""
-        lo = hi = self._fixed_cost()[0]
-        for e in self.stem_edges:
-            costs = [self._edge_cost(e, op)[0] for op in e.ops]
-            lo, hi = lo + min(costs), hi + max(costs)
-        for e in self.branch_edges:
-            hi += max(self._edge_cost(e, op)[0] for op in e.ops)
-        return lo, hi
-
-    def info(self) -> dict:
-        lo, hi = self.madds_range()
-        return {"name": self.name, "source": self.source, "resolution": self.resolution,
-                "nodes": len(self.nodes), "stem_edges": len(self.stem_edges),
-                "branch_edges": len(self.branch_edges), "topologies": self.count_topologies(),
-                "architectures": self.count_architectures(), "madds_min": lo, "madds_max": hi}
-
-    # ---------------------------------------------------------------- validation and sampling
-
-    def validate(self, arch: Arch) -> Arch:
-        """``arch`` if it belongs to this space, else a SpaceError naming the field."""
+    def genes(self, arch: Arch) -> tuple:
         if not isinstance(arch, Arch):
             raise SpaceError(f"expected an Arch, got {type(arch).__name__}")
         if len(arch.ops) != len(self.stem_edges):
@@ -308,91 +240,47 @@ class Space:
         if len(arch.branches) != len(self.branch_edges):
             raise SpaceError(f"arch.branches has {len(arch.branches)} entries, space {self.name!r} has "
                              f"{len(self.branch_edges)} branch edges")
-        for k, (edge, op) in enumerate(zip(self.stem_edges, arch.ops)):
-            if op not in edge.ops:
-                raise SpaceError(f"arch.ops[{k}]: {op!r} is not a candidate of stem edge {edge.name} "
-                                 f"(candidates: {', '.join(edge.ops)})")
-        for k, (edge, op) in enumerate(zip(self.branch_edges, arch.branches)):
-            if op is not None and op not in edge.ops:
-                raise SpaceError(f"arch.branches[{k}]: {op!r} is not a candidate of branch edge {edge.name} "
-                                 f"(candidates: null, {', '.join(edge.ops)})")
-        return arch
+        return arch.ops + arch.branches
 
-    def check_budget(self, budget_madds: float | None = None, budget_params: float | None = None) -> None:
-        """A clear error for a budget that no architecture of the space can meet."""
-        lo, _ = self.madds_range()
-        if budget_madds is not None and (not math.isfinite(budget_madds) or budget_madds < lo):
-            raise SpaceError(f"budget_madds: {budget_madds / 1e6:.2f}M is below the smallest architecture "
-                             f"of space {self.name!r} ({lo / 1e6:.2f}M MAdds)")
-        if budget_params is not None:
-            plo = self._fixed_cost()[1] + sum(min(self._edge_cost(e, op)[1] for op in e.ops) for e in self.stem_edges)
-            if not math.isfinite(budget_params) or budget_params < plo:
-                raise SpaceError(f"budget_params: {budget_params / 1e6:.3f}M is below the smallest architecture "
-                                 f"of space {self.name!r} ({plo / 1e6:.3f}M parameters)")
-
-    def within(self, arch: Arch, budget_madds=None, budget_params=None) -> bool:
-        madds, params = self.cost(arch)
-        return (budget_madds is None or madds <= budget_madds) and (budget_params is None or params <= budget_params)
-
-    def sample(self, rng: random.Random, budget_madds=None, budget_params=None, max_tries: int = 10000) -> Arch:
-        """Uniform over stem ops; each branch edge on with probability 1/2, then a uniform op. Under a
-        budget: rejection sampling (so uniform over the architectures that meet it)."""
-        self.check_budget(budget_madds, budget_params)
-        for _ in range(max_tries):
-            ops = tuple(rng.choice(e.ops) for e in self.stem_edges)
-            branches = tuple(rng.choice(e.ops) if rng.random() < 0.5 else None for e in self.branch_edges)
-            arch = Arch(ops, branches)
-            if self.within(arch, budget_madds, budget_params):
-                return arch
-        raise SpaceError(f"budget: no architecture of space {self.name!r} under it found in {max_tries} random "
-                         f"draws; raise the budget (MAdds range {self.madds_range()})")
-
-    def mutate(self, arch: Arch, rng: random.Random, prob: float = 0.1) -> Arch:
-        """Each gene (stem op, branch state) is redrawn with probability ``prob``; at least one changes
-        when the space has a gene with more than one value."""
-        self.validate(arch)
-        genes = self._genes()
-        values = list(arch.ops + arch.branches)
-        movable = [k for k, choices in enumerate(genes) if len(choices) > 1]
-        if not movable:
-            return arch
-        changed = False
-        for k in movable:
-            if rng.random() < prob:
-                values[k] = rng.choice([c for c in genes[k] if c != values[k]])
-                changed = True
-        if not changed:
-            k = rng.choice(movable)
-            values[k] = rng.choice([c for c in genes[k] if c != values[k]])
+    def from_genes(self, genes) -> Arch:
         n = len(self.stem_edges)
-        return Arch(tuple(values[:n]), tuple(values[n:]))
+        return Arch(tuple(genes[:n]), tuple(genes[n:]))
 
-    def crossover(self, a: Arch, b: Arch, rng: random.Random) -> Arch:
-        """Uniform crossover: every gene from either parent with probability 1/2."""
-        self.validate(a), self.validate(b)
-        pick = [x if rng.random() < 0.5 else y for x, y in zip(a.ops + a.branches, b.ops + b.branches)]
-        n = len(self.stem_edges)
-        return Arch(tuple(pick[:n]), tuple(pick[n:]))
+    @cached_property
+    def _fixed(self) -> Cost:
+        out = conv_out(self.resolution, self.stem_stride)
+        m1, p1 = conv_cost(self.in_channels, self.stem_width, self.stem_kernel, out * out)
+        c_last, s_last = self.nodes[-1]
+        m2, p2 = conv_cost(c_last, self.head_width, 1, s_last * s_last)
+        m3, p3 = conv_cost(self.head_width, self.num_classes, 1, 1, bn=False, bias=True)
+        return Cost(m1 + m2 + m3, p1 + p2 + p3)
 
-    def _genes(self) -> list[tuple]:
-        return [e.ops for e in self.stem_edges] + [(None,) + e.ops for e in self.branch_edges]
+    def fixed_cost(self) -> Cost:
+        """Stem conv, head conv and classifier: present in every architecture."""
+        return self._fixed
 
-    def largest(self) -> Arch:
-        """The architecture with every edge at its most expensive op (every branch on)."""
-        def heaviest(e):
-            return max(e.ops, key=lambda op: self._edge_cost(e, op))
-        return Arch(tuple(heaviest(e) for e in self.stem_edges), tuple(heaviest(e) for e in self.branch_edges))
+    @cached_property
+    def _edges(self) -> tuple[Edge, ...]:
+        return self.stem_edges + self.branch_edges
 
-    def smallest(self) -> Arch:
-        """The architecture with every edge at its cheapest op (every branch off)."""
-        return Arch(tuple(min(e.ops, key=lambda op: self._edge_cost(e, op)) for e in self.stem_edges),
-                    (None,) * len(self.branch_edges))
+    def choice_cost(self, decision: int, value) -> Cost:
+        if value is None:
+            return Cost(0, 0)
+        e = self._edges[decision]
+        return Cost(*op_cost(value, e.cin, e.cout, e.stride, e.in_size))
 
+    def draw(self, rng: random.Random) -> Arch:
+        """Uniform over stem ops; each branch edge on with probability 1/2, then a uniform op."""
+        ops = tuple(rng.choice(e.ops) for e in self.stem_edges)
+        branches = tuple(rng.choice(e.ops) if rng.random() < 0.5 else None for e in self.branch_edges)
+        return Arch(ops, branches)
 
-def builtin_spaces() -> list[str]:
-    """Names of the spaces shipped with stnas (``stnas/spaces/builtin/*.yaml``)."""
-    return sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))
+    # ---------------------------------------------------------------- counting
 
+    def count_topologies(self) -> int:
+        """Distinct on/off patterns of the branch edges: 2 ** (number of branch edges)."""
+        return 2 ** len(self.branch_edges)
 
-def load_space(spec) -> Space:
-    return Space.load(spec)
+    def info(self) -> dict:
+        return {**super().info(), "nodes": len(self.nodes), "stem_edges": len(self.stem_edges),
+                "branch_edges": len(self.branch_edges), "topologies": self.count_topologies()}
