@@ -1,0 +1,189 @@
+"""Every figure stnas writes, in one place: a function per figure, data in, a PNG out.
+
+Figures are drawn on rank 0 only, with matplotlib's Agg backend (no screen needed).
+"""
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+
+from stnas.runtime import is_main
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_pareto(candidates: Sequence, front: Sequence, budgets: Sequence[float], path: Path,
+                title: str = "") -> None:
+    if not is_main():
+        return
+    plt = _pyplot()
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    ax.scatter([c.madds / 1e6 for c in candidates], [100 * c.score for c in candidates], s=12, alpha=0.45,
+               color="tab:blue", label=f"scored ({len(candidates)})")
+    ax.plot([c.madds / 1e6 for c in front], [100 * c.score for c in front], "-o", color="tab:red", ms=4,
+            label="Pareto front")
+    for b in budgets:
+        ax.axvline(b / 1e6, color="grey", ls="--", lw=1)
+    ax.set_xlabel("MAdds (M)")
+    ax.set_ylabel("proxy score: held-out top-1 (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_stability(report: dict, path: Path) -> bool:
+    """One panel per optimiser trained with two seeds: each architecture's score under one seed against
+    the other (bars: the spread across snapshots), Kendall's tau in the title. False when no optimiser
+    has two seeds (nothing is written)."""
+    pairs = report["seed_pairs"]
+    if not pairs or not is_main():
+        return False
+    plt = _pyplot()
+
+    fig, axes = plt.subplots(1, len(pairs), figsize=(4.2 * len(pairs), 4.0), dpi=120, squeeze=False)
+    for ax, (opt, (a, b)) in zip(axes[0], sorted(pairs.items(), key=lambda kv: (kv[0] != "sgld", kv[0]))):
+        ra, rb = report["runs"][a], report["runs"][b]
+        xs, ys = [100 * v for v in ra["scores"]], [100 * v for v in rb["scores"]]
+        xerr = [100 * statistics.pstdev(v) for v in ra["snapshot_accuracies"]]
+        yerr = [100 * statistics.pstdev(v) for v in rb["snapshot_accuracies"]]
+        ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, fmt="o", ms=4, alpha=0.7, elinewidth=0.8)
+        lo, hi = min(xs + ys) - 1, max(xs + ys) + 1
+        ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.set_xlabel(f"score, {a} (%)")
+        ax.set_ylabel(f"score, {b} (%)")
+        ax.set_title(f"{opt.upper()}: Kendall tau between seeds {report['kendall_tau_between_seeds'][opt]:.2f}")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def plot_history(history, path: Path) -> None:
+    """Training loss and validation top-1 per epoch of a retraining run."""
+    if not history or not is_main():
+        return
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=120)
+    ep = [h["epoch"] for h in history]
+    ax.plot(ep, [h["train_loss"] for h in history], "-o", ms=3, color="tab:blue", label="train loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("train loss")
+    ax2 = ax.twinx()
+    ax2.plot(ep, [100 * h["val_top1"] for h in history], "-s", ms=3, color="tab:red", label="val top-1")
+    ax2.set_ylabel("val top-1 (%)")
+    fig.legend(loc="upper center", ncol=2)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_rank_scatter(scores: Sequence[float], truth: Sequence[float], path: Path, title: str = "",
+                      report: dict | None = None) -> None:
+    """Each architecture's search score against its benchmark-table accuracy, the best-scored one in
+    red, Kendall's tau and Spearman's rho (from ``report``, a :func:`stnas.evaluate.rank.rank_report`;
+    computed when None) in a corner."""
+    if not is_main():
+        return
+    if report is None:
+        from stnas.evaluate.rank import rank_report
+
+        report = rank_report(scores, truth)
+    plt = _pyplot()
+
+    def num(key: str) -> str:
+        value = report.get(key)
+        return "n/a" if value is None or value != value else f"{value:.3f}"  # value != value: NaN
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    xs, ys = list(scores), list(truth)
+    ax.scatter(xs, ys, s=10, alpha=0.45, color="tab:blue", label=f"architectures ({len(xs)})")
+    finite = [k for k, x in enumerate(xs) if x == x]
+    if finite:
+        best = max(finite, key=lambda k: (xs[k], -k))  # the first of the best scores, as rank.regret picks
+        ax.scatter([xs[best]], [ys[best]], s=36, color="tab:red", zorder=3, label="best scored")
+    lines = [f"Kendall tau = {num('kendall_tau')}", f"Spearman rho = {num('spearman_rho')}"]
+    if "regret" in report:
+        lines.append(f"regret = {num('regret')}")
+    ax.text(0.02, 0.98, "\n".join(lines), transform=ax.transAxes, va="top", ha="left", fontsize=9,
+            bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8, "edgecolor": "0.7"})
+    ax.set_xlabel("search score")
+    ax.set_ylabel("benchmark test accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_search_accuracy(history: Sequence[dict], path: Path, title: str = "") -> bool:
+    """The derived architecture's benchmark accuracies per epoch of a differentiable search (one line per
+    metric), with the table's optimum dashed. ``history`` rows: ``{"epoch", "table": {metric: acc},
+    "optimum": {metric: acc}}``. False (nothing written) when no row has table accuracies."""
+    rows = [h for h in history if h.get("table")]
+    if not rows or not is_main():
+        return False
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=120)
+    for k, metric in enumerate(rows[0]["table"]):
+        color = f"C{k}"
+        ax.plot([h["epoch"] for h in rows], [h["table"][metric] for h in rows], "-o", ms=3, color=color,
+                label=metric)
+        best = rows[-1].get("optimum", {}).get(metric)
+        if best is not None:
+            ax.axhline(best, color=color, ls="--", lw=0.8)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test accuracy of the derived cell (%)")
+    ax.set_title(title or "derived architecture per epoch (dashed: the table's best)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def plot_arch_weights(history: Sequence[dict], edges: Sequence[str], ops: Sequence[str], path: Path,
+                      title: str = "") -> bool:
+    """One panel per edge: the expected weight of every op per epoch (``history`` rows hold
+    ``"epoch"`` and ``"weights"``, an edges x ops list)."""
+    rows = [h for h in history if h.get("weights") is not None]
+    if not rows or not is_main():
+        return False
+    plt = _pyplot()
+    cols = min(3, len(edges))
+    nrows = -(-len(edges) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.6 * cols, 2.7 * nrows), dpi=120, squeeze=False, sharey=True)
+    epochs = [h["epoch"] for h in rows]
+    for e, name in enumerate(edges):
+        ax = axes[e // cols][e % cols]
+        for o, op in enumerate(ops):
+            ax.plot(epochs, [h["weights"][e][o] for h in rows], lw=1.4, color=f"C{o}", label=op)
+        ax.set_title(f"edge {name}", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.set_xlabel("epoch", fontsize=8)
+    for e in range(len(edges), nrows * cols):
+        axes[e // cols][e % cols].axis("off")
+    axes[0][0].set_ylabel("op weight")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(ops), fontsize=8)
+    fig.suptitle(title or "architecture weights per edge", fontsize=10)
+    fig.tight_layout(rect=(0, 0.07, 1, 0.95))
+    fig.savefig(path)
+    plt.close(fig)
+    return True
