@@ -1,4 +1,5 @@
 """Standalone models of single architectures: ``stnas.models.build(arch, space)``."""
-from stnas.supernet.supernet import ChainNet, build
+from stnas.supernet import ChainNet, build
+from stnas.supernet.cell_blocks import CellNet
 
-__all__ = ["ChainNet", "build"]
+__all__ = ["CellNet", "ChainNet", "build"]

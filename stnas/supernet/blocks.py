@@ -1,4 +1,5 @@
-"""The modules behind the op names of :mod:`stnas.spaces.ops`.
+"""The modules behind the chain ops of the registry (:mod:`stnas.spaces.ops`): MBConv and skip, and the
+stem and head of chain networks.
 
 The MAdds and parameters that ``stnas.spaces`` computes analytically are those of these modules; the
 tests count them with hooks on a built model.
@@ -8,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from stnas.spaces.ops import parse_op
+from stnas.spaces.ops import OpDef
 
 
 class ConvBN(nn.Sequential):
@@ -49,13 +50,14 @@ class Skip(nn.Module):
         return x if self.proj is None else self.proj(x)
 
 
-def make_op(name: str, cin: int, cout: int, stride: int) -> nn.Module:
-    spec = parse_op(name)
-    if spec is None:
-        raise ValueError(f"unknown op {name!r}")
-    if spec.kind == "skip":
-        return Skip(cin, cout, stride)
-    return MBConv(cin, cout, stride, spec.kernel, spec.expansion)
+def make_mbconv(op: OpDef, cin: int, cout: int, stride: int, affine: bool = True) -> MBConv:
+    """Registry builder of ``mb_k{k}_e{e}`` (chain blocks always use affine BatchNorm)."""
+    return MBConv(cin, cout, stride, op.arg("kernel"), op.arg("expansion"))
+
+
+def make_skip(op: OpDef, cin: int, cout: int, stride: int, affine: bool = True) -> Skip:
+    """Registry builder of ``skip``."""
+    return Skip(cin, cout, stride)
 
 
 class Head(nn.Module):

@@ -1,4 +1,5 @@
-"""Weight-sharing supernet of a chain space, and the standalone model of one architecture.
+"""The single-path supernet of a chain space (``forward(x, arch)``), and the standalone model of one
+architecture.
 
 Both are :class:`ChainNet`: the supernet holds every candidate op of every edge, a standalone model
 only its architecture's. Modules have the same names in both (``edges.<k>.<op>``,
@@ -11,20 +12,23 @@ branch edge that is off is a masked-off (None) path, never read.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import nn
 
 from stnas.ops import masked_path_sum
-from stnas.spaces import Arch, Space, read_arch_json
-from stnas.supernet.blocks import ConvBN, Head, init_weights, make_op
+from stnas.spaces import Arch, ChainSpace, Space
+from stnas.supernet.blocks import ConvBN, Head, init_weights
+from stnas.supernet.ops import make_op
 
 
 class ChainNet(nn.Module):
-    def __init__(self, space: Space | str, arch: Arch | None = None):
+    def __init__(self, space: ChainSpace | str, arch: Arch | None = None):
         super().__init__()
         self.space = space = Space.load(space)
+        if not isinstance(space, ChainSpace):
+            raise ValueError(f"ChainNet: space {space.name!r} is a {space.kind!r} space, not a chain")
         self.arch = None if arch is None else space.validate(arch)
         self.stem = ConvBN(space.in_channels, space.stem_width, space.stem_kernel, space.stem_stride)
 
@@ -97,49 +101,3 @@ class ChainNet(nn.Module):
             raise ValueError(f"inherit: the supernet lacks {len(missing)} of this model's tensors, e.g. {missing[0]}")
         self.load_state_dict({k: source[k] for k in own})
         return self
-
-
-def build(arch, space: Space | str | None = None) -> ChainNet:
-    """The standalone model of ``arch`` (fresh weights; ``.inherit(supernet)`` to take the supernet's).
-
-    ``arch``: an :class:`Arch` (then ``space`` is required), or an architecture file written by
-    ``stnas search`` (``best_*.json``: a path or its parsed dict), which names its space."""
-    if not isinstance(arch, Arch):
-        raw = arch if isinstance(arch, dict) else read_arch_json(arch)
-        arch = Arch.from_dict(raw)
-        if space is None:
-            space = raw.get("space") if isinstance(raw, dict) else None
-    if space is None:
-        raise ValueError("build: name the space of the architecture (build(arch, space)), or pass an exported "
-                         "architecture file, which names it")
-    return ChainNet(space, arch)
-
-
-@torch.no_grad()
-def recalibrate_bn(net: ChainNet, arch: Arch | None, batches: Iterable[torch.Tensor]) -> int:
-    """Recompute the BatchNorm running statistics of ``arch``'s active modules as exact averages over
-    ``batches`` (inputs only), leaving every other module untouched. Returns the images seen.
-
-    Shared BN statistics are a mix over every architecture sampled during training; an architecture's
-    own statistics are needed for its accuracy to mean anything (SPOS, Guo et al. 2020, and ST-NAS).
-    """
-    bns = [m for mod in net.active_modules(arch) for m in mod.modules() if isinstance(m, nn.BatchNorm2d)]
-    saved = [(bn.momentum, bn.training) for bn in bns]
-    was_training = net.training
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative moving average: the exact mean over the batches
-    net.eval()
-    for bn in bns:
-        bn.train()
-    seen = 0
-    try:
-        for x in batches:
-            net(x, arch)
-            seen += x.shape[0]
-    finally:
-        for bn, (momentum, training) in zip(bns, saved):
-            bn.momentum = momentum
-            bn.train(training)
-        net.train(was_training)
-    return seen
