@@ -4,7 +4,7 @@
                                    [--batch 256] [--steps 20] [--reps 3] [--data synthetic,jpeg]
 
 Implementations, each training the same sequence of sampled architectures of the space:
-  stnas            the training step of `stnas search` (stnas.search.proxy.SupernetTrainer: the supernet,
+  stnas            the training step of `stnas search` (stnas.methods.stnas.proxy_trainer: the supernet,
                    masked_path_sum at the nodes, the fused SGLD step), bf16 autocast and channels_last on a
                    GPU, fed by the DALI loader (jpeg) or by device tensors (synthetic)
   spos             bench/spos_baseline.py: nn.ModuleList of choices per layer, Python sums at the nodes,
@@ -40,7 +40,7 @@ from common import (IMAGENET_SAMPLE_TAR, ensure_stnas_importable, environment, j
 ensure_stnas_importable()
 from spos_baseline import SposSupernet, sgd_with_noise_step  # noqa: E402
 
-from stnas.search.proxy import ProxyConfig, SupernetTrainer, arch_of_step  # noqa: E402
+from stnas.methods.stnas import ProxyConfig, arch_of_step, proxy_trainer  # noqa: E402
 from stnas.spaces import Space  # noqa: E402
 from stnas.supernet import SuperNet  # noqa: E402
 
@@ -77,7 +77,7 @@ class Runner:
                 self.net = self.net.to(memory_format=torch.channels_last)
             cfg = ProxyConfig(lr=LR, momentum=MOMENTUM, weight_decay=WD, temperature=TEMPERATURE,
                               dataset_size=DATASET, seed=0)
-            self.trainer = SupernetTrainer(self.net, lambda epoch: iter(()), 1, DATASET, cfg, device=device,
+            self.trainer = proxy_trainer(self.net, lambda epoch: iter(()), 1, DATASET, cfg, device=device,
                                            progress=False, channels_last=self.channels_last, amp=self.amp)
             self.model = self.net
         else:
@@ -89,7 +89,7 @@ class Runner:
     def step(self, x, y, i):
         if self.impl.startswith("stnas"):
             self.trainer.step = i
-            self.trainer.train_step(x, y)
+            self.trainer.train_step((x, y))
             return
         arch = arch_of_step(self.space, 0, i)
         self.opt.zero_grad(set_to_none=True)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from stnas.spaces import Arch, Space
-from stnas.spaces.ops import parse_op
+from stnas.spaces.ops import get_op
 
 
 def conv_bn(cin, cout, k=1, stride=1, groups=1, relu=True):
@@ -44,9 +44,11 @@ class Shortcut(nn.Module):
 
 
 def block(name, cin, cout, stride):
-    spec = parse_op(name)
-    return Shortcut(cin, cout, stride) if spec.kind == "skip" else InvertedResidual(cin, cout, stride, spec.kernel,
-                                                                                    spec.expansion)
+    op = get_op(name)  # the space's op registry names the op and its settings; the modules are this file's
+    if op.identity:
+        return Shortcut(cin, cout, stride)
+    args = dict(op.args)
+    return InvertedResidual(cin, cout, stride, args["kernel"], args["expansion"])
 
 
 class SposSupernet(nn.Module):

@@ -7,7 +7,7 @@ import torch.distributed as dist
 
 sys.path.insert(0, __file__.rsplit("/tests/", 1)[0])
 
-from stnas.search.proxy import ProxyConfig, SupernetTrainer  # noqa: E402
+from stnas.methods.stnas import ProxyConfig, proxy_trainer  # noqa: E402
 from stnas.spaces import Space  # noqa: E402
 from stnas.supernet import SuperNet  # noqa: E402
 
@@ -21,7 +21,7 @@ def main(out):
     data = TinyShards(rank, world)
     torch.manual_seed(0)
     net = SuperNet(Space.load("demo"))
-    trainer = SupernetTrainer(net, data, data.steps_per_epoch, data.total, ProxyConfig(**CONFIG), progress=False)
+    trainer = proxy_trainer(net, data, data.steps_per_epoch, data.total, ProxyConfig(**CONFIG), progress=False)
     trainer.train()
     torch.save({k: v for k, v in net.named_parameters()}, f"{out}/rank{rank}.pt")
     dist.barrier()

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from stnas.cli import main
-from stnas.search.checkpoint import load_checkpoint
+from stnas.io import load_checkpoint
 from stnas.spaces import Arch, Space
 from stnas.supernet import build
 
@@ -106,7 +106,7 @@ def test_evaluate_export_and_retrain(search_run, tiny_data, tmp_path):
 
 
 def test_full_stability_report_trains_sgld_and_sgd_with_two_seeds(tiny_data, tmp_path):
-    from stnas.search.proxy import kendall_tau
+    from stnas.evaluate.rank import kendall_tau
 
     out = tmp_path / "stab"
     assert main(["search", "--space", "demo", "--data", str(tiny_data), "--out", str(out), "--stability", "full",
@@ -181,7 +181,7 @@ def test_torchrun_with_more_local_ranks_than_gpus_is_refused_before_any_cuda_cal
 
 
 def test_cuda_device_under_torchrun_is_the_local_ranks_gpu(monkeypatch):
-    from stnas.cli import _device
+    from stnas.runtime import device as _device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setenv("LOCAL_RANK", "3")

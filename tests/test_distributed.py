@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from stnas.optim import SGLD
-from stnas.search.proxy import ProxyConfig, arch_of_step
+from stnas.methods.stnas import ProxyConfig, arch_of_step
 from stnas.spaces import Space
 from stnas.supernet import SuperNet
 

@@ -1,4 +1,4 @@
-"""stnas.search: the proxy trainer (SGLD/SGD, snapshots, checkpoints, resume), evolution, Pareto, tau."""
+"""ST-NAS's parts: the proxy trainer (SGLD/SGD, snapshots, checkpoints, resume), evolution, Pareto, tau."""
 import math
 import random
 from dataclasses import asdict
@@ -7,10 +7,12 @@ import pytest
 import torch
 
 from stnas.optim import SGLD
-from stnas.search.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from stnas.search.evolution import Candidate, EvolutionConfig, best_under, evolve, pareto_front
-from stnas.search.proxy import ProxyConfig, ProxyEvaluator, SupernetTrainer, arch_of_step, kendall_tau
-from stnas.spaces import Space
+from stnas.evaluate.rank import kendall_tau
+from stnas.evaluate.snapshot import SnapshotEvaluator
+from stnas.io import CheckpointError, load_checkpoint, save_checkpoint
+from stnas.methods.stnas import ProxyConfig, arch_of_step, proxy_trainer
+from stnas.strategies.evolution import Candidate, EvolutionConfig, best_under, evolve, pareto_front
+from stnas.spaces import Budget, Space
 from stnas.supernet import SuperNet
 
 SPACE = Space.load("demo")
@@ -35,8 +37,12 @@ class TinyData:
 def trainer(cfg, ckpt=None, data=None):
     torch.manual_seed(cfg.seed)
     data = data or TinyData()
-    return SupernetTrainer(SuperNet(SPACE), data, data.steps_per_epoch, data.size, cfg, checkpoint=ckpt,
-                           progress=False)
+    return proxy_trainer(SuperNet(SPACE), data, data.steps_per_epoch, data.size, cfg, checkpoint=ckpt,
+                         progress=False)
+
+
+def snapshots_of(t):
+    return t.hook("snapshots").snapshots
 
 
 def small_cfg(**kw):
@@ -59,7 +65,7 @@ def test_optimizer_switch_sgld_and_sgd():
 def test_training_takes_k_snapshots_after_burn_in_and_sgld_adds_noise():
     cfg = small_cfg()
     t = trainer(cfg)
-    snaps = t.train()
+    snaps = snapshots_of(t.train())
     assert t.step == cfg.steps == 13 and len(snaps) == 2
     assert not torch.equal(snaps[0]["stem.0.weight"], snaps[1]["stem.0.weight"])
     # Same schedule without noise: the weights differ from the SGLD run's (the noise is really applied).
@@ -83,8 +89,8 @@ def test_resumed_run_ends_with_the_same_weights(tmp_path, optimizer, stop):
     second.train()
     for (k, a), b in zip(full.net.state_dict().items(), second.net.state_dict().values()):
         assert torch.equal(a, b), k
-    assert len(second.snapshots) == len(full.snapshots)
-    for sa, sb in zip(full.snapshots, second.snapshots):
+    assert len(snapshots_of(second)) == len(snapshots_of(full))
+    for sa, sb in zip(snapshots_of(full), snapshots_of(second)):
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
@@ -158,9 +164,9 @@ def test_arch_of_step_depends_on_seed_and_step_only():
 def test_evaluator_scores_are_accuracies_over_snapshots():
     cfg = small_cfg()
     t = trainer(cfg)
-    snaps = t.train()
+    snaps = snapshots_of(t.train())
     data = TinyData()
-    ev = ProxyEvaluator(t.net, snaps, [data.x[:16]], [(data.x, data.y)], progress=False)
+    ev = SnapshotEvaluator(t.net, snaps, [data.x[:16]], [(data.x, data.y)], progress=False)
     archs = [SPACE.sample(random.Random(i)) for i in range(3)]
     before = {k: v.clone() for k, v in t.net.state_dict().items()}
     accs = ev.score_many(archs)
@@ -193,16 +199,16 @@ def test_evolution_never_returns_an_architecture_over_budget():
 
     cfg = EvolutionConfig(population=10, generations=4, parents=4, seed=1)
     generations = {}
-    found = evolve(SPACE, score, cfg, budget_madds=budget, budget_params=None,
+    found = evolve(SPACE, score, cfg, Budget(budget),
                    on_generation=lambda g, pop: generations.setdefault(g, max(c.score for c in pop)))
     assert found and all(c.madds <= budget for c in found)
     assert len({c.arch for c in found}) == len(found) == sum(calls)  # nothing scored twice
-    best = best_under(found, budget)
+    best = best_under(found, Budget(budget))
     assert best.score == max(c.score for c in found)
-    assert best_under(found, lo - 1) is None
+    assert best_under(found, Budget(lo - 1)) is None
     # Evolution improves on its random first generation (the score rewards MAdds up to the budget).
     assert sorted(generations) == [0, 1, 2, 3, 4] and generations[4] > generations[0]
-    again = evolve(SPACE, score, cfg, budget_madds=budget)
+    again = evolve(SPACE, score, cfg, Budget(budget))
     assert [c.arch for c in again] == [c.arch for c in found]  # same seed, same search
 
 
@@ -230,7 +236,7 @@ def test_bf16_autocast_trains_in_bf16_with_fp32_master_weights_close_to_fp32():
     fp32.train()
     torch.manual_seed(cfg.seed)
     data = TinyData()
-    amp = SupernetTrainer(SuperNet(SPACE), data, data.steps_per_epoch, data.size, cfg, progress=False, amp=True)
+    amp = proxy_trainer(SuperNet(SPACE), data, data.steps_per_epoch, data.size, cfg, progress=False, amp=True)
     seen = []
     hook = amp.net.stem[0].register_forward_hook(lambda m, i, o: seen.append(o.dtype))
     amp.train()
@@ -249,11 +255,11 @@ def test_bf16_autocast_trains_in_bf16_with_fp32_master_weights_close_to_fp32():
 
 def test_bf16_scoring_agrees_with_fp32_scoring():
     t = trainer(small_cfg())
-    snaps = t.train()
+    snaps = snapshots_of(t.train())
     data = TinyData()
     archs = [SPACE.sample(random.Random(i)) for i in range(3)]
-    fp32 = ProxyEvaluator(t.net, snaps, [data.x[:16]], [(data.x, data.y)], progress=False).score_many(archs)
-    bf16 = ProxyEvaluator(t.net, snaps, [data.x[:16]], [(data.x, data.y)], progress=False, amp=True).score_many(archs)
+    fp32 = SnapshotEvaluator(t.net, snaps, [data.x[:16]], [(data.x, data.y)], progress=False).score_many(archs)
+    bf16 = SnapshotEvaluator(t.net, snaps, [data.x[:16]], [(data.x, data.y)], progress=False, amp=True).score_many(archs)
     for a, b in zip(fp32, bf16):  # a prediction may flip where two logits are within bf16 rounding
         assert all(abs(x - y) <= 3 / 40 for x, y in zip(a, b)), (a, b)
 
@@ -265,15 +271,15 @@ def test_training_step_never_synchronises_with_the_host():
     data = TinyData()
     torch.manual_seed(cfg.seed)
     net = SuperNet(SPACE).cuda().to(memory_format=torch.channels_last)
-    t = SupernetTrainer(net, data, data.steps_per_epoch, data.size, cfg, device="cuda", progress=False, amp=True,
-                        channels_last=True)
+    t = proxy_trainer(net, data, data.steps_per_epoch, data.size, cfg, device="cuda", progress=False, amp=True,
+                      channels_last=True)
     batches = [(x.cuda(), y.cuda()) for x, y in data(0)]
-    t.train_step(*batches[0])  # the first step builds caches and compiles kernels
+    t._accumulate(t.train_step(batches[0]))  # the first step builds caches and compiles kernels
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         for x, y in batches[1:]:
-            t.train_step(x, y)
+            t._accumulate(t.train_step((x, y)))
             t.step += 1
     finally:
         torch.cuda.set_sync_debug_mode("default")
@@ -284,7 +290,7 @@ def test_training_step_never_synchronises_with_the_host():
 def test_stability_report_against_numpy():
     import numpy as np
 
-    from stnas.search.stnas import stability_report
+    from stnas.methods.stnas import stability_report
 
     rng = random.Random(4)
     archs = [SPACE.sample(random.Random(i)) for i in range(6)]
@@ -315,7 +321,7 @@ def test_an_epoch_shorter_than_promised_stops_training_at_its_end():
         batches = list(data(epoch))
         return iter(batches[:3] if epoch == 1 else batches)
 
-    t = SupernetTrainer(SuperNet(SPACE), short, data.steps_per_epoch, data.size, small_cfg(), progress=False)
+    t = proxy_trainer(SuperNet(SPACE), short, data.steps_per_epoch, data.size, small_cfg(), progress=False)
     with pytest.raises(RuntimeError, match="epoch 1 gave 3 batches, expected 5"):
         t.train()
     assert t.step == data.steps_per_epoch + 3

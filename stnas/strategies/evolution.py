@@ -10,7 +10,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from stnas.spaces import Arch, Space
+from stnas.spaces import Budget, Space
 
 
 @dataclass
@@ -35,38 +35,40 @@ class EvolutionConfig:
 
 @dataclass(frozen=True)
 class Candidate:
-    arch: Arch
+    arch: object  # an architecture of the space (Arch, CellArch, ...)
     madds: int
     params: int
     score: float
 
 
-def evolve(space: Space, score: Callable[[Sequence[Arch]], Sequence[float]], cfg: EvolutionConfig,
-           budget_madds: float | None = None, budget_params: float | None = None,
+def evolve(space: Space, score: Callable[[Sequence], Sequence[float]], cfg: EvolutionConfig,
+           budget: Budget | None = None,
            on_generation: Callable[[int, list[Candidate]], None] | None = None) -> list[Candidate]:
     """Every candidate evaluated, best first. ``score`` maps a list of architectures to their scores
-    (higher is better); it is called once per generation with the new architectures only."""
-    space.check_budget(budget_madds, budget_params)
+    (higher is better); it is called once per generation with the new architectures only. The strategy
+    sees the space and the scorer, never a model: any evaluator (snapshots, a benchmark table) serves."""
+    budget = budget or Budget()
+    budget.check(space)
     rng = random.Random(f"evolution:{cfg.seed}")
-    seen: dict[Arch, Candidate] = {}
+    seen: dict = {}
 
-    def admit(archs: list[Arch]) -> list[Candidate]:
+    def admit(archs: list) -> list[Candidate]:
         scores = score(archs)
         for arch, s in zip(archs, scores):
             madds, params = space.cost(arch)
             seen[arch] = Candidate(arch, madds, params, float(s))
         return [seen[a] for a in archs]
 
-    def fresh(make: Callable[[], Arch], taken: set) -> Arch | None:
+    def fresh(make: Callable[[], object], taken: set):
         for _ in range(cfg.max_tries):
             arch = make()
-            if arch not in seen and arch not in taken and space.within(arch, budget_madds, budget_params):
+            if arch not in seen and arch not in taken and space.within(arch, budget):
                 return arch
         return None
 
-    first: list[Arch] = []
+    first: list = []
     for _ in range(cfg.population):
-        arch = fresh(lambda: space.sample(rng, budget_madds, budget_params), set(first))
+        arch = fresh(lambda: space.sample(rng, budget), set(first))
         if arch is None:
             break  # a small space may have fewer architectures than the population
         first.append(arch)
@@ -79,7 +81,7 @@ def evolve(space: Space, score: Callable[[Sequence[Arch]], Sequence[float]], cfg
     for gen in range(1, cfg.generations + 1):
         parents = population[: cfg.parents]
         n_cross = round(cfg.population * cfg.crossover_share) if len(parents) > 1 else 0
-        children: list[Arch] = []
+        children: list = []
         for k in range(cfg.population):
             if k < n_cross:
                 make = lambda: space.crossover(*(c.arch for c in rng.sample(parents, 2)), rng)  # noqa: E731
@@ -105,8 +107,8 @@ def pareto_front(candidates: Sequence[Candidate]) -> list[Candidate]:
     return front
 
 
-def best_under(candidates: Sequence[Candidate], budget_madds: float | None = None,
-               budget_params: float | None = None) -> Candidate | None:
-    ok = [c for c in candidates if (budget_madds is None or c.madds <= budget_madds)
-          and (budget_params is None or c.params <= budget_params)]
+def best_under(candidates: Sequence[Candidate], budget: Budget | None = None) -> Candidate | None:
+    """The best-scored candidate that meets ``budget`` (between equal scores the cheaper)."""
+    budget = budget or Budget()
+    ok = [c for c in candidates if budget.admits((c.madds, c.params))]
     return max(ok, key=lambda c: (c.score, -c.madds)) if ok else None

@@ -1,0 +1,5 @@
+import sys
+
+from stnas.cli import main
+
+sys.exit(main())

@@ -1,0 +1,215 @@
+"""The handlers of the ``stnas`` subcommands: each reads its arguments, checks them before any long
+work, and hands over to the library. The options every command shares (data, device, precision,
+progress) are declared once, in :func:`add_data_args`."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+log = logging.getLogger("stnas")
+
+
+def add_data_args(p) -> None:
+    p.add_argument("--data", type=Path, default=None,
+                   help="ImageFolder root with train/<class>/* and val/<class>/* (default: the built-in demo dataset)")
+    p.add_argument("--batch-size", type=int, default=None, help="images per batch (default: by method and space)")
+    p.add_argument("--loader", choices=["auto", "dali", "pil"], default="auto",
+                   help="data pipeline: DALI when it is installed (default), or the PIL fallback")
+    p.add_argument("--threads", type=int, default=None, help="decoding threads (default: all cores)")
+    p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda when available)")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                   help="bf16: autocast with fp32 master weights; auto (default): bf16 on CUDA, fp32 on the CPU")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def amp_of(args) -> bool | None:
+    """--precision as the amp switch (None: decide by device)."""
+    return {"auto": None, "bf16": True, "fp32": False}[args.precision]
+
+
+def _device(name):
+    from stnas.runtime import device
+
+    return device(name)
+
+
+def _check_common(args) -> None:
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+
+
+# ---------------------------------------------------------------------- search
+
+def cmd_search(args) -> int:
+    from stnas.io import write_json
+    from stnas.methods import RunContext, get_method
+    from stnas.runtime import init_distributed, setup_logging
+
+    _check_common(args)
+    method = get_method(args.method)
+    setup_logging(args.out, "search.log")
+    rank, world = init_distributed(args.device)
+    ctx = RunContext(space=args.space, data=args.data, out=args.out, resume=args.resume, device=_device(args.device),
+                     amp=amp_of(args), seed=args.seed, batch_size=args.batch_size, loader=args.loader,
+                     threads=args.threads, progress=not args.no_progress, rank=rank, world=world)
+    method.check(args, ctx)
+    summary = method.run(args, ctx)
+    if rank != 0:
+        return 0
+    if not (args.out / "summary.json").exists():
+        write_json(args.out / "summary.json", summary)
+    method.report(summary, ctx)
+    return 0
+
+
+# ---------------------------------------------------------------------- ST-NAS supernet commands
+
+def _search_data_of_run(args, space, ck):
+    """The data settings of the search that wrote checkpoint ``ck`` (the batch size and the images
+    behind BN recalibration change scores), unless overridden."""
+    from stnas.methods import RunContext
+    from stnas.methods.stnas import search_data, space_defaults
+
+    run = ck.get("config", {}).get("data", {})
+    batch = args.batch_size or run.get("batch_size") or space_defaults(space)["batch_size"]
+    ctx = RunContext(space=None, data=args.data, out=Path("."), resume=False, device=_device(args.device),
+                     amp=amp_of(args), seed=0, batch_size=batch, loader=args.loader, threads=args.threads,
+                     progress=not args.no_progress)
+    return search_data(ctx, space, batch, seed=run.get("seed", 0), eval_images=run.get("eval_images")), ctx.device
+
+
+def _load_archs(path: Path, space):
+    from stnas.spaces import SpaceError, read_arch_json
+
+    data = read_arch_json(path, what="--archs")
+    items = data if isinstance(data, list) else [data]
+    archs = []
+    for k, item in enumerate(items):
+        try:
+            archs.append(space.arch_from_dict(item))
+        except SpaceError as e:
+            raise SpaceError(f"--archs {path}, entry {k}: {e}") from None
+    return archs
+
+
+def _space_of_checkpoint(path: Path):
+    from stnas.io import load_checkpoint
+    from stnas.spaces import Space
+
+    ck = load_checkpoint(path, kind="supernet")
+    return Space.from_dict(ck["space"], source=str(path)), ck
+
+
+def cmd_evaluate(args) -> int:
+    import statistics
+
+    from stnas.io import write_csv
+    from stnas.methods.stnas import score_archs
+    from stnas.runtime import setup_logging
+
+    _check_common(args)
+    setup_logging()
+    space, ck = _space_of_checkpoint(args.checkpoint)
+    if "snapshots" not in ck:
+        raise ValueError(f"{args.checkpoint} is not an ST-NAS supernet checkpoint (it holds no snapshots)")
+    archs = _load_archs(args.archs, space)
+    data, dev = _search_data_of_run(args, space, ck)
+    accs = score_archs(args.checkpoint, archs, data, dev, progress=not args.no_progress, amp=amp_of(args))
+    out = args.csv or args.archs.with_suffix(".scores.csv")
+    rows = []
+    for a, acc in zip(archs, accs):
+        madds, params = space.cost(a)
+        rows.append({"score": f"{statistics.fmean(acc):.6f}", "madds": madds, "params": params,
+                     "snapshot_accuracies": json.dumps(acc), "arch": json.dumps(a.to_dict())})
+    write_csv(out, rows, ["score", "madds", "params", "snapshot_accuracies", "arch"])
+    print(f"scored {len(archs)} architecture(s) over {len(accs[0])} snapshots -> {out}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from stnas.io import save_checkpoint
+    from stnas.runtime import setup_logging
+    from stnas.spaces import read_arch_json
+    from stnas.supernet import SuperNet, build, recalibrate_bn
+
+    _check_common(args)
+    setup_logging()
+    space, ck = _space_of_checkpoint(args.checkpoint)
+    arch = space.arch_from_dict(read_arch_json(args.arch))
+    data, dev = _search_data_of_run(args, space, ck)
+    net = SuperNet(space)
+    net.load_state_dict(ck["snapshots"][-1] if ck.get("snapshots") else ck["model"])
+    model = build(arch, space).inherit(net)
+    recalibrate_bn(model, None, [x.float() for x in data.recal_batches("cpu")])  # the model is fp32, on the CPU
+    madds, params = space.cost(arch)
+    save_checkpoint(args.out, {"space": space.to_dict(), "arch": arch.to_dict(), "model": model.state_dict(),
+                               "madds": madds, "params": params}, kind="model")
+    print(f"wrote {args.out}: {space.name} architecture, {madds / 1e6:.2f}M MAdds, {params / 1e6:.3f}M params, "
+          f"weights from the supernet's last snapshot with BN recalibrated")
+    return 0
+
+
+# ---------------------------------------------------------------------- retrain, rank, space
+
+def cmd_retrain(args) -> int:
+    from dataclasses import replace
+
+    from stnas.data import data_root
+    from stnas.runtime import setup_logging
+    from stnas.spaces import Space, read_arch_json
+    from stnas.train.retrain import default_recipe, retrain
+
+    _check_common(args)
+    for name in ("epochs", "lr"):
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            raise ValueError(f"--{name} must be > 0, got {value}")
+    raw = read_arch_json(args.arch)  # before the output folder exists: a wrong path leaves nothing behind
+    name = args.space or (raw.get("space") if isinstance(raw, dict) else None) or "demo"
+    space = Space.load(name)
+    arch = space.arch_from_dict(raw)
+    dev = _device(args.device)
+    setup_logging(args.out, "retrain.log")
+    cfg = default_recipe(space, demo_data=args.data is None)
+    cfg = replace(cfg, seed=args.seed, **{k: v for k, v in (("epochs", args.epochs), ("lr", args.lr),
+                                                              ("weight_decay", args.weight_decay),
+                                                              ("batch_size", args.batch_size)) if v is not None})
+    result = retrain(space, arch, data_root(args.data), cfg, args.out, device=dev, resume=args.resume,
+                     loader=args.loader, threads=args.threads, progress=not args.no_progress, amp=amp_of(args))
+    print(f"retrained {space.name} architecture: val top-1 {100 * result['val_top1']:.2f}% after {cfg.epochs} "
+          f"epochs -> {args.out}")
+    return 0
+
+
+def cmd_rank(args) -> int:
+    from stnas.benchmarks import NB201Table
+    from stnas.evaluate.rank import rank_scores_csv
+    from stnas.io import write_json
+    from stnas.plots import plot_rank_scatter
+
+    if not args.scores.is_file():
+        raise ValueError(f"scores file {args.scores} does not exist")
+    table = NB201Table.load(args.benchmark)
+    report, pairs = rank_scores_csv(args.scores, table, metric=args.metric, score_column=args.score_column)
+    out = args.out or args.scores.parent
+    write_json(out / "rank.json", report)
+    scores, truth = [p[0] for p in pairs], [p[1] for p in pairs]
+    plot_rank_scatter(scores, truth, out / "rank.png", title=f"{args.scores.name} vs NAS-Bench-201 {args.metric}",
+                      report=report)
+    print(f"{report['n']} architectures: Kendall tau {report['kendall_tau']:.3f}, Spearman rho "
+          f"{report['spearman_rho']:.3f} -> {out / 'rank.json'}, {out / 'rank.png'}")
+    return 0
+
+
+def cmd_space_info(args) -> int:
+    from stnas.spaces import Space
+
+    print(json.dumps(Space.load(args.space).info(), indent=2))
+    return 0
+
+
+HANDLERS = {"search": cmd_search, "evaluate": cmd_evaluate, "export": cmd_export, "retrain": cmd_retrain,
+            "rank": cmd_rank, "space": cmd_space_info}

@@ -1,0 +1,77 @@
+"""The small interface every search method implements, and the registry ``stnas search --method``
+reads (NASLib's one-interface-per-optimizer habit: a method says its options and runs; the CLI holds
+no method's flags).
+
+A method is one file: its config, its defaults, its CLI arguments and its ``run``, built on the shared
+parts below it (spaces, supernets, trainers, evaluators, strategies). The options every method shares
+(space, data, device, precision, seed, output folder, resume, progress) are read once by the CLI into a
+:class:`RunContext`.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+_METHODS: dict[str, type["Method"]] = {}
+
+
+@dataclass
+class RunContext:
+    """What the CLI gives every method."""
+
+    space: str | None        # --space as given (None: the method's default for the data)
+    data: Path | None        # --data as given (None: the built-in demo dataset)
+    out: Path
+    resume: bool
+    device: torch.device
+    amp: bool | None         # --precision: True bf16, False fp32, None by device
+    seed: int
+    batch_size: int | None
+    loader: str
+    threads: int | None
+    progress: bool
+    rank: int = 0
+    world: int = 1
+
+
+class Method:
+    """``name`` (the ``--method`` value), ``summary`` (one line for ``--help``); :meth:`add_arguments`
+    adds the method's own options to an argument group, :meth:`run` runs a search and returns a summary
+    dict (also written to ``out/summary.json``)."""
+
+    name: str = ""
+    summary: str = ""
+
+    def add_arguments(self, group: argparse._ArgumentGroup) -> None:
+        pass
+
+    def check(self, args: argparse.Namespace, ctx: RunContext) -> None:
+        """Reject bad option values before anything is written or trained (one-line errors)."""
+
+    def run(self, args: argparse.Namespace, ctx: RunContext) -> dict:
+        raise NotImplementedError
+
+    def report(self, summary: dict, ctx: RunContext) -> None:
+        """What the command prints at the end (rank 0)."""
+        print(f"outputs in {ctx.out}")
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator: make ``stnas search --method <cls.name>`` run ``cls``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__}: a method needs a name")
+    _METHODS[cls.name] = cls
+    return cls
+
+
+def method_names() -> list[str]:
+    return sorted(_METHODS)
+
+
+def get_method(name: str) -> Method:
+    if name not in _METHODS:
+        raise ValueError(f"--method {name!r}: no such method (known: {', '.join(method_names())})")
+    return _METHODS[name]()
