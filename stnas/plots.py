@@ -20,6 +20,24 @@ def _pyplot():
     return plt
 
 
+def _save(fig, path, rect=None) -> None:
+    """Write the figure atomically (a PNG is never half-written) and free it."""
+    from stnas.io import atomic_write
+
+    fig.tight_layout(**({} if rect is None else {"rect": rect}))
+    atomic_write(path, lambda f: fig.savefig(f, format="png"), binary=True)
+    _pyplot().close(fig)
+
+
+def _finish(fig, ax, path, xlabel: str, ylabel: str, title: str, legend: str = "lower right") -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc=legend)
+    _save(fig, path)
+
+
 def plot_pareto(candidates: Sequence, front: Sequence, budgets: Sequence[float], path: Path,
                 title: str = "") -> None:
     if not is_main():
@@ -33,14 +51,7 @@ def plot_pareto(candidates: Sequence, front: Sequence, budgets: Sequence[float],
             label="Pareto front")
     for b in budgets:
         ax.axvline(b / 1e6, color="grey", ls="--", lw=1)
-    ax.set_xlabel("MAdds (M)")
-    ax.set_ylabel("proxy score: held-out top-1 (%)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _finish(fig, ax, path, "MAdds (M)", "proxy score: held-out top-1 (%)", title)
 
 
 def plot_stability(report: dict, path: Path) -> bool:
@@ -67,9 +78,7 @@ def plot_stability(report: dict, path: Path) -> bool:
         ax.set_ylabel(f"score, {b} (%)")
         ax.set_title(f"{opt.upper()}: Kendall tau between seeds {report['kendall_tau_between_seeds'][opt]:.2f}")
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(fig, path)
     return True
 
 
@@ -87,9 +96,7 @@ def plot_history(history, path: Path) -> None:
     ax2.plot(ep, [100 * h["val_top1"] for h in history], "-s", ms=3, color="tab:red", label="val top-1")
     ax2.set_ylabel("val top-1 (%)")
     fig.legend(loc="upper center", ncol=2)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_rank_scatter(scores: Sequence[float], truth: Sequence[float], path: Path, title: str = "",
@@ -121,14 +128,7 @@ def plot_rank_scatter(scores: Sequence[float], truth: Sequence[float], path: Pat
         lines.append(f"regret = {num('regret')}")
     ax.text(0.02, 0.98, "\n".join(lines), transform=ax.transAxes, va="top", ha="left", fontsize=9,
             bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8, "edgecolor": "0.7"})
-    ax.set_xlabel("search score")
-    ax.set_ylabel("benchmark test accuracy (%)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _finish(fig, ax, path, "search score", "benchmark test accuracy (%)", title)
 
 
 def plot_search_accuracy(history: Sequence[dict], path: Path, title: str = "") -> bool:
@@ -147,14 +147,8 @@ def plot_search_accuracy(history: Sequence[dict], path: Path, title: str = "") -
         best = rows[-1].get("optimum", {}).get(metric)
         if best is not None:
             ax.axhline(best, color=color, ls="--", lw=0.8)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("test accuracy of the derived cell (%)")
-    ax.set_title(title or "derived architecture per epoch (dashed: the table's best)")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _finish(fig, ax, path, "epoch", "test accuracy of the derived cell (%)",
+            title or "derived architecture per epoch (dashed: the table's best)")
     return True
 
 
@@ -183,7 +177,5 @@ def plot_arch_weights(history: Sequence[dict], edges: Sequence[str], ops: Sequen
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(ops), fontsize=8)
     fig.suptitle(title or "architecture weights per edge", fontsize=10)
-    fig.tight_layout(rect=(0, 0.07, 1, 0.95))
-    fig.savefig(path)
-    plt.close(fig)
+    _save(fig, path, rect=(0, 0.07, 1, 0.95))
     return True

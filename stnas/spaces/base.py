@@ -49,6 +49,36 @@ class Decision:
     where: str = ""
 
 
+def field_checks(source: str = ""):
+    """The checks every kind's parser uses, each raising one SpaceError that names the field:
+    ``fail(msg)``, ``obj(value, path)`` (a mapping), ``integer(value, path, lo)``, and
+    ``check_keys(d, path, allowed, required)``."""
+    where = f" in {source}" if source else ""
+
+    def fail(msg):
+        raise SpaceError(f"space{where}: {msg}")
+
+    def obj(value, path):
+        if not isinstance(value, dict):
+            fail(f"'{path}' must be a mapping, got {type(value).__name__}")
+        return value
+
+    def integer(value, path, lo=1):
+        if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+            fail(f"'{path}' must be an integer >= {lo}, got {value!r}")
+        return value
+
+    def check_keys(d, path, allowed, required=()):
+        extra = set(d) - set(allowed)
+        if extra:
+            fail(f"'{path}' has unknown field(s) {sorted(extra)} (allowed: {sorted(allowed)})")
+        for key in required:
+            if key not in d:
+                fail(f"'{path}' is missing '{key}'" if path != "<top level>" else f"missing field '{key}'")
+
+    return fail, obj, integer, check_keys
+
+
 def register_kind(cls: type["Space"]) -> type["Space"]:
     """Class decorator: make ``type: <cls.kind>`` in space files build ``cls``."""
     _KINDS[cls.kind] = cls

@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 
-from stnas.spaces.base import Cost, Decision, Space, register_kind
+from stnas.spaces.base import Cost, Decision, Space, field_checks, register_kind
 from stnas.spaces.errors import SpaceError
 from stnas.spaces.ops import conv_cost, get_op, is_op, op_cost, op_names
 
@@ -255,28 +255,7 @@ class CellSpace(Space):
 
     @classmethod
     def _parse(cls, data, source: str = "") -> "CellSpace":
-        where = f" in {source}" if source else ""
-
-        def fail(msg):
-            raise SpaceError(f"space{where}: {msg}")
-
-        def obj(value, path):
-            if not isinstance(value, dict):
-                fail(f"'{path}' must be a mapping, got {type(value).__name__}")
-            return value
-
-        def integer(value, path, lo=1):
-            if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-                fail(f"'{path}' must be an integer >= {lo}, got {value!r}")
-            return value
-
-        def check_keys(d, path, allowed, required=()):
-            extra = set(d) - set(allowed)
-            if extra:
-                fail(f"'{path}' has unknown field(s) {sorted(extra)} (allowed: {sorted(allowed)})")
-            for key in required:
-                if key not in d:
-                    fail(f"'{path}' is missing '{key}'" if path != "<top level>" else f"missing field '{key}'")
+        fail, obj, integer, check_keys = field_checks(source)
 
         data = obj(data, "<top level>")
         check_keys(data, "<top level>", {"name", "input", "num_classes", "cell", "skeleton"},

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from stnas.spaces.arch import Arch
-from stnas.spaces.base import Cost, Decision, Space, register_kind
+from stnas.spaces.base import Cost, Decision, Space, field_checks, register_kind
 from stnas.spaces.errors import SpaceError
 from stnas.spaces.ops import conv_cost, conv_out, is_op, op_cost, op_names
 
@@ -88,20 +88,7 @@ class ChainSpace(Space):
 
     @classmethod
     def _parse(cls, data, source: str = "") -> "ChainSpace":
-        where = f" in {source}" if source else ""
-
-        def fail(msg):
-            raise SpaceError(f"space{where}: {msg}")
-
-        def obj(value, path):
-            if not isinstance(value, dict):
-                fail(f"'{path}' must be a mapping, got {type(value).__name__}")
-            return value
-
-        def integer(value, path, lo=1):
-            if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-                fail(f"'{path}' must be an integer >= {lo}, got {value!r}")
-            return value
+        fail, obj, integer, check_keys = field_checks(source)
 
         def ops_list(value, path, allow_empty=False):
             if not isinstance(value, list) or (not value and not allow_empty):
@@ -112,11 +99,6 @@ class ChainSpace(Space):
             if len(set(value)) != len(value):
                 fail(f"'{path}' lists an op twice: {value}")
             return tuple(value)
-
-        def check_keys(d, path, allowed):
-            extra = set(d) - set(allowed)
-            if extra:
-                fail(f"'{path}' has unknown field(s) {sorted(extra)} (allowed: {sorted(allowed)})")
 
         data = obj(data, "<top level>")
         check_keys(data, "<top level>", {"name", "input", "num_classes", "stem", "stages", "branch", "head"})

@@ -151,6 +151,23 @@ class CellHead(nn.Module):
         return self.classifier(torch.relu(self.bn(x)).mean((2, 3)))
 
 
+def cell_skeleton(space: CellSpace, make_cell) -> tuple[nn.Module, nn.Sequential, CellHead]:
+    """NAS-Bench-201's skeleton around the cells ``make_cell(site)`` gives (a fixed cell, or a mixed
+    search cell): stem conv 3x3 + BN, the cells of every stage with a ResNet basic block (affine BN)
+    before each later stage, and the head. Returns (stem, body, head), built in that order (so weights
+    initialise alike in every network built on it)."""
+    stem = nn.Sequential(OrderedDict(conv=nn.Conv2d(space.in_channels, space.channels, 3, 1, 1, bias=False),
+                                     bn=nn.BatchNorm2d(space.channels)))
+    body = nn.Sequential()
+    reductions = {r.stage: r for r in space.reductions}
+    for site in space.cells:
+        if site.index == 0 and site.stage in reductions:
+            r = reductions[site.stage]
+            body.add_module(f"reduce{site.stage}", ResNetBasicBlock(r.cin, r.cout, 2, affine=True))
+        body.add_module(f"stage{site.stage}_cell{site.index}", make_cell(site))
+    return stem, body, CellHead(space.stage_channels[-1], space.num_classes)
+
+
 class CellNet(nn.Module):
     """The NAS-Bench-201 network of one cell architecture, with affine BatchNorm: the model whose
     accuracy the benchmark's table reports and that ``stnas retrain`` trains.
@@ -165,17 +182,7 @@ class CellNet(nn.Module):
             raise SpaceError(f"CellNet takes a cell space, got a {space.kind!r} space ({space.name!r})")
         arch = space.arch_from_nb201(arch) if isinstance(arch, str) else space.validate(arch)
         self.space, self.arch = space, arch
-        self.stem = nn.Sequential(OrderedDict(conv=nn.Conv2d(space.in_channels, space.channels, 3, 1, 1, bias=False),
-                                              bn=nn.BatchNorm2d(space.channels)))
-        body = nn.Sequential()
-        reductions = {r.stage: r for r in space.reductions}
-        for site in space.cells:
-            if site.index == 0 and site.stage in reductions:
-                r = reductions[site.stage]
-                body.add_module(f"reduce{site.stage}", ResNetBasicBlock(r.cin, r.cout, 2))
-            body.add_module(f"stage{site.stage}_cell{site.index}", Cell(arch, site.channels))
-        self.body = body
-        self.head = CellHead(space.stage_channels[-1], space.num_classes)
+        self.stem, self.body, self.head = cell_skeleton(space, lambda site: Cell(arch, site.channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(self.stem(x)))

@@ -38,7 +38,6 @@ lowers K by net2wider, as DrNAS's progressive schedule does (K 4 -> 2 while prun
 """
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -50,7 +49,7 @@ from stnas.spaces import Space
 from stnas.spaces.cell import CellArch, CellSpace
 from stnas.spaces.errors import SpaceError
 from stnas.spaces.ops import get_op
-from stnas.supernet.cell_blocks import CellHead, ReLUConvBN, ResNetBasicBlock, edge_key, make_cell_edges
+from stnas.supernet.cell_blocks import ReLUConvBN, cell_skeleton, edge_key, make_cell_edges
 
 WEIGHTINGS = ("softmax", "dirichlet")
 
@@ -217,18 +216,8 @@ class MixedCellNet(nn.Module):
                 raise SpaceError(f"MixedCellNet: partial_channels={partial_channels} must divide every stage width "
                                  f"{tuple(space.stage_channels)}")
         self.space, self.weighting, self.partial_channels = space, weighting, partial_channels
-        self.stem = nn.Sequential(OrderedDict(conv=nn.Conv2d(space.in_channels, space.channels, 3, 1, 1, bias=False),
-                                              bn=nn.BatchNorm2d(space.channels)))
-        body = nn.Sequential()
-        reductions = {r.stage: r for r in space.reductions}
-        for site in space.cells:
-            if site.index == 0 and site.stage in reductions:
-                r = reductions[site.stage]
-                body.add_module(f"reduce{site.stage}", ResNetBasicBlock(r.cin, r.cout, 2, affine=True))
-            body.add_module(f"stage{site.stage}_cell{site.index}",
-                            MixedCell(space.nodes, space.ops, site.channels, partial_channels, fuse_convs))
-        self.body = body
-        self.head = CellHead(space.stage_channels[-1], space.num_classes)
+        self.stem, self.body, self.head = cell_skeleton(
+            space, lambda site: MixedCell(space.nodes, space.ops, site.channels, partial_channels, fuse_convs))
         num_edges, num_ops = len(space.edges), len(space.ops)
         # One beta for every cell (DARTS and DrNAS on NAS-Bench-201), initialised as their code does.
         self.beta = nn.Parameter(1e-3 * torch.randn(num_edges, num_ops))
