@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Build, test and benchmark stnas on a CUDA machine; every log and result lands in OUTDIR.
-#   bash bench/gpu_suite.sh OUTDIR [all|test|bench]
+#   bash bench/gpu_suite.sh OUTDIR [all|test|bench|quick]
 #     test:  build stnas._C with the CUDA kernels, run the torch-free CUDA unit test and pytest
 #     bench: run the op benchmarks (after a build)
+#     quick: build, the GPU-only tests and each benchmark's headline rows; sized for one 9-minute call
+#            on an H200 (the whole suite takes about 16 minutes: build 75 s, pytest ~6 min, benchmarks ~9)
 # Needs a CUDA build of torch, nvcc, ninja, pytest and triton; nothing is downloaded.
 # On an H100 (2026-11-23): build 75 s, pytest about 6 min, the supernet benchmark about 6 min (4 of them
 # torch.compile of the baseline compiling its 8 graphs), the op benchmarks about 3 min.
@@ -18,13 +20,37 @@ step "device"
 { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv; nvcc --version | tail -2;
   python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"; } 2>&1 | tee -a "$log"
 
-if [ "$stage" = all ] || [ "$stage" = test ]; then
+build() {
   step "build (STNAS_CUDA=1)"
   t0=$(date +%s)
   if ! STNAS_CUDA=1 python3 -m pip install --no-build-isolation --no-deps -e . > "$out/build.log" 2>&1; then
     tail -60 "$out/build.log"; exit 1
   fi
   echo "built in $(( $(date +%s) - t0 )) s" | tee -a "$log"
+}
+
+if [ "$stage" = quick ]; then
+  build || exit 1
+  step "GPU-only tests (the cuda marker, and every test id naming cuda)"
+  python3 -m pytest -q -p no:cacheprovider -rs -m cuda tests > "$out/pytest_cuda_marker.log" 2>&1
+  tail -5 "$out/pytest_cuda_marker.log" | tee -a "$log"
+  python3 -m pytest -q -p no:cacheprovider -rs -k cuda tests/test_masked_path_sum.py tests/test_sgld_step.py \
+    tests/test_sgld_optimizer.py tests/test_build.py tests/test_mixed.py > "$out/pytest_cuda_ids.log" 2>&1
+  tail -5 "$out/pytest_cuda_ids.log" | tee -a "$log"
+  step "headline benchmarks"
+  timeout 150 python3 bench/bench_mixed_supernet.py --device cuda --steps 20 --out "$out/mixed_supernet_cuda.json" \
+    2>&1 | tee -a "$log"
+  timeout 60 python3 bench/bench_sgld.py --device cuda --no-compile --out "$out/sgld_cuda.json" 2>&1 | tail -12 | tee -a "$log"
+  timeout 60 python3 bench/bench_masked_path_sum.py --device cuda --paths 3,6 --mode fwd+bwd --no-compile \
+    --out "$out/masked_path_sum_cuda.json" 2>&1 | tail -12 | tee -a "$log"
+  timeout 120 python3 bench/bench_supernet.py --device cuda --data synthetic --impls stnas,spos --reps 2 \
+    --out "$out/supernet_cuda.json" 2>&1 | grep -v '^USDT' | tail -12 | tee -a "$log"
+  step "done"
+  exit 0
+fi
+
+if [ "$stage" = all ] || [ "$stage" = test ]; then
+  build || exit 1
 
   step "torch-free CUDA kernel test"
   nvcc -O3 -std=c++17 -arch=sm_90 -Icsrc/include -Icsrc csrc/tests/test_cuda_kernels.cu csrc/cuda/standalone.cu \
@@ -40,6 +66,7 @@ if [ "$stage" = all ] || [ "$stage" = bench ]; then
   python3 bench/bench_sgld.py --device cuda --out "$out/sgld_cuda.json" 2>&1 | tee -a "$log"
   python3 bench/bench_sgld.py --device cuda --numel 100000000 --grad-dtype bf16 --out "$out/sgld_cuda_100m_bf16.json" 2>&1 | tee -a "$log"
   python3 bench/bench_masked_path_sum.py --device cuda --out "$out/masked_path_sum_cuda.json" 2>&1 | tee -a "$log"
+  python3 bench/bench_mixed_supernet.py --device cuda --out "$out/mixed_supernet_cuda.json" 2>&1 | tee -a "$log"
   # End to end and data: real JPEGs need the ImageNet sample tar (--tar or ../shared/data), DALI needs
   # nvidia-dali installed; without them those rows say why, and the synthetic rows still run.
   tar=${STNAS_IMAGENET_SAMPLE_TAR:-../shared/data/imagenet-sample/imagenet-sample-1000.tar}

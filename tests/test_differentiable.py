@@ -311,3 +311,48 @@ def test_every_method_is_listed_in_search_help(capsys):
         main(["search", "--help"])
     text = capsys.readouterr().out
     assert all(name in text for name in ("stnas", "drnas", "darts"))
+
+
+def test_rank_command_scores_a_csv_against_the_table(tmp_path, capsys):
+    """`stnas rank`: Kendall's tau of a scores CSV against the table, against scipy's on the same pairs."""
+    stats = pytest.importorskip("scipy.stats")
+    space = tiny_space()
+    table = _tiny_table(tmp_path / "table.csv", space)
+    rng = np.random.default_rng(1)
+    archs = list(space.enumerate())[::97]
+    truth = [50 + a.ops.count("nor_conv_3x3") * 5 + a.ops.count("skip_connect") for a in archs]
+    scores = [t + rng.normal(0, 3) for t in truth]
+    lines = ["score,arch"] + [f"{s:.4f},{a.to_nb201()}" for s, a in zip(scores, archs)]
+    (tmp_path / "scores.csv").write_text("\n".join(lines) + "\n")
+    assert main(["rank", str(tmp_path / "scores.csv"), "--benchmark", str(table), "--out", str(tmp_path / "r")]) == 0
+    report = json.loads((tmp_path / "r" / "rank.json").read_text())
+    assert report["n"] == len(archs)
+    assert report["kendall_tau"] == pytest.approx(stats.kendalltau(scores, truth).statistic, abs=1e-9)
+    assert (tmp_path / "r" / "rank.png").read_bytes()[:4] == b"\x89PNG"
+    (tmp_path / "bad.csv").write_text("score,arch\n1.0,|nor_conv_3x3~0|+|bogus~0|none~1|+|none~0|none~1|none~2|\n")
+    capsys.readouterr()
+    assert main(["rank", str(tmp_path / "bad.csv"), "--benchmark", str(table)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.csv" in err and "Traceback" not in err
+
+
+def test_progressive_search_from_the_command_line(tiny_images, tmp_path):
+    """--progressive: K = 4 with 5 ops, then the best 3 per edge at K = 2; the derived cell is one of the
+    kept ops of every edge, and a resume of the finished run changes nothing."""
+    root, space_file = tiny_images
+    out = tmp_path / "prog"
+    argv = ["search", "--method", "drnas", "--progressive", "--space", str(space_file), "--data", str(root),
+            "--out", str(out), "--epochs", "2", "--batch-size", "8", "--no-progress", "--threads", "1"]
+    assert main(argv) == 0
+    history = json.loads((out / "history.json").read_text())
+    weights = np.array(history[-1]["weights"])
+    assert ((weights > 0).sum(1) == 3).all()  # 3 ops kept per edge in the second stage
+    ops = tiny_space().ops
+    for e, op in enumerate(history[-1]["ops"]):
+        assert weights[e][ops.index(op)] > 0
+    from stnas.io import load_checkpoint
+
+    ck = load_checkpoint(out / "search.ckpt", kind="supernet")
+    assert ck["stage"] == {"stage": 1}
+    assert main(argv + ["--resume"]) == 0
+    assert json.loads((out / "history.json").read_text()) == history
