@@ -1,8 +1,10 @@
 """stnas: one-shot neural architecture search at hardware speed.
 
-The fast ops live in :mod:`stnas.ops`, the SGLD optimiser in :mod:`stnas.optim`, search spaces in
-:mod:`stnas.spaces`, supernets in :mod:`stnas.supernet`, data in :mod:`stnas.data`, strategies in
-:mod:`stnas.search`; the command line is :mod:`stnas.cli`.
+Data flows one way: :mod:`stnas.spaces` (plain data) -> :mod:`stnas.supernet` (modules) ->
+:mod:`stnas.train` and :mod:`stnas.evaluate` -> :mod:`stnas.strategies` -> :mod:`stnas.methods` (one
+file per method) -> :mod:`stnas.cli`. Below them: the fast ops (:mod:`stnas.ops`), the SGLD optimiser
+(:mod:`stnas.optim`), data (:mod:`stnas.data`), benchmark tables (:mod:`stnas.benchmarks`), and what
+every layer shares (:mod:`stnas.runtime`, :mod:`stnas.io`, :mod:`stnas.plots`).
 """
 from stnas import ops, optim
 

@@ -63,7 +63,7 @@ def test_average_ranks_match_scipy():
 
 
 def test_kendall_tau_agrees_with_the_quadratic_definition():
-    """The O(n^2) pair count that stnas.search.proxy.kendall_tau used, on ties and reversed lists."""
+    """The O(n^2) pair count that the first kendall_tau of stnas used, on ties and reversed lists."""
     def slow(a, b):
         c = d = ta = tb = 0
         for i in range(len(a)):
