@@ -95,8 +95,10 @@ def load_checkpoint(path, kind: str | None = None, required: Sequence[str] = ())
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, foreign pickle, ...: one message, not torch's traceback
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if len(first) > 200:  # torch's messages run long: keep whole words, and say that it is cut
+            first = first[:200].rsplit(" ", 1)[0] + " ..."
         raise CheckpointError(f"checkpoint {path} cannot be read: it is truncated, corrupt or not a safe "
-                              f"stnas checkpoint ({first[:200]})") from None
+                              f"stnas checkpoint ({first})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {path} is not an stnas checkpoint")
     if data.get("version") != VERSION:
@@ -109,3 +111,83 @@ def load_checkpoint(path, kind: str | None = None, required: Sequence[str] = ())
         raise CheckpointError(f"checkpoint {path} lacks the field(s) {missing}: it was not written by a complete "
                               f"stnas run")
     return data
+
+
+class OutputError(ValueError):
+    """An output folder that cannot be used: a file, not writable, or in use by another run."""
+
+
+def check_output_dir(path) -> Path:
+    """``path`` as an output folder that exists and is writable (created if missing), checked before any
+    work so that a run never fails at its end for a folder it could not write; one OutputError
+    otherwise."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"--out {path} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OutputError(f"--out {path} cannot be written ({e.strerror or e})") from None
+    return path
+
+
+class OutputLock:
+    """An exclusive claim on an output folder for one run (``.stnas.lock`` holding the owner's pid and
+    host). A second run into the same folder is refused in one line; a lock left by a process that no
+    longer runs on this host is taken over. Only rank 0 of a distributed run holds it."""
+
+    NAME = ".stnas.lock"
+
+    def __init__(self, folder):
+        self.path = Path(folder) / self.NAME
+        self.held = False
+
+    def __enter__(self) -> "OutputLock":
+        if not is_main():
+            return self
+        import socket
+
+        me = f"{os.getpid()} {socket.gethostname()}"
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = self._owner()
+                if owner is not None:
+                    raise OutputError(f"{self.path.parent} is in use by another stnas run (pid {owner[0]} on "
+                                      f"{owner[1]}); wait for it or choose another --out") from None
+                self.path.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(me + "\n")
+            self.held = True
+            return self
+        raise OutputError(f"{self.path}: cannot take the lock")
+
+    def _owner(self):
+        """(pid, host) of a live owner, None when the lock is stale or unreadable."""
+        import socket
+
+        try:
+            pid_text, host = self.path.read_text().split()
+            pid = int(pid_text)
+        except (OSError, ValueError):
+            return None
+        if host != socket.gethostname():
+            return (pid, host)  # another machine's run: assume it is alive
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return (pid, host)
+
+    def __exit__(self, *exc):
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+        return False

@@ -49,8 +49,8 @@ def plot_pareto(candidates: Sequence, front: Sequence, budgets: Sequence[float],
                color="tab:blue", label=f"scored ({len(candidates)})")
     ax.plot([c.madds / 1e6 for c in front], [100 * c.score for c in front], "-o", color="tab:red", ms=4,
             label="Pareto front")
-    for b in budgets:
-        ax.axvline(b / 1e6, color="grey", ls="--", lw=1)
+    for k, b in enumerate(budgets):
+        ax.axvline(b / 1e6, color="grey", ls="--", lw=1, label="MAdds budget" if k == 0 else None)
     _finish(fig, ax, path, "MAdds (M)", "proxy score: held-out top-1 (%)", title)
 
 
@@ -69,8 +69,11 @@ def plot_stability(report: dict, path: Path) -> bool:
         xs, ys = [100 * v for v in ra["scores"]], [100 * v for v in rb["scores"]]
         xerr = [100 * statistics.pstdev(v) for v in ra["snapshot_accuracies"]]
         yerr = [100 * statistics.pstdev(v) for v in rb["snapshot_accuracies"]]
-        ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, fmt="o", ms=4, alpha=0.7, elinewidth=0.8)
-        lo, hi = min(xs + ys) - 1, max(xs + ys) + 1
+        ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, fmt="o", ms=4, alpha=0.7, elinewidth=0.8,
+                    label="an architecture; bars: std. across snapshots")
+        # The axes hold the bars too, not only the points.
+        lo = min([x - e for x, e in zip(xs, xerr)] + [y - e for y, e in zip(ys, yerr)]) - 1
+        hi = max([x + e for x, e in zip(xs, xerr)] + [y + e for y, e in zip(ys, yerr)]) + 1
         ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--")
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)
@@ -78,6 +81,7 @@ def plot_stability(report: dict, path: Path) -> bool:
         ax.set_ylabel(f"score, {b} (%)")
         ax.set_title(f"{opt.upper()}: Kendall tau between seeds {report['kendall_tau_between_seeds'][opt]:.2f}")
         ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=7)
     _save(fig, path)
     return True
 

@@ -124,6 +124,6 @@ def setup_logging(out=None, name: str = "") -> None:
     handlers = [logging.StreamHandler(sys.stderr)]
     if out is not None and name:
         Path(out).mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(Path(out) / name))
+        handlers.append(logging.FileHandler(Path(out) / name, delay=True))  # no file until a line is logged
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         handlers=handlers, force=True)

@@ -41,6 +41,9 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="stnas", description="One-shot NAS at hardware speed: ST-NAS, DARTS, "
                                      "DrNAS and their family behind one command.")
+    from stnas import __version__
+
+    parser.add_argument("--version", action="version", version=f"stnas {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     names = method_names()
@@ -64,6 +67,7 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
     spsub = sp.add_subparsers(dest="space_command", required=True)
     info = spsub.add_parser("info", help="print a space's size and MAdds range as JSON")
     info.add_argument("--space", default="tas", help="built-in name or file (default: tas)")
+    spsub.add_parser("list", help="the built-in spaces: kind, size, MAdds and parameter ranges")
 
     ev = sub.add_parser("evaluate", help="score architectures with a trained ST-NAS supernet (CSV)")
     ev.add_argument("--checkpoint", type=Path, required=True, help="supernet.ckpt of a search")
@@ -105,17 +109,18 @@ def main(argv=None) -> int:
     args = build_parser(method).parse_args(argv)
     from stnas.benchmarks import BenchmarkError
     from stnas.data import DataError
-    from stnas.io import CheckpointError
+    from stnas.io import CheckpointError, OutputError
     from stnas.spaces import SpaceError
 
     try:
         return HANDLERS[args.command](args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print("\nstnas: interrupted; the checkpoint is saved, continue with the same command and --resume",
               file=sys.stderr)
-        return 130
-    except (SpaceError, CheckpointError, DataError, BenchmarkError, FileExistsError, FloatingPointError,
-            ValueError) as e:
+        signum = str(e).removeprefix("signal ")
+        return 128 + int(signum) if signum.isdigit() else 130  # SIGTERM: 143, Ctrl-C: 130, as shells count
+    except (SpaceError, CheckpointError, DataError, BenchmarkError, OutputError, FileExistsError,
+            FloatingPointError, ValueError) as e:
         print(f"stnas {args.command}: error: {e}", file=sys.stderr)
         return 2
 

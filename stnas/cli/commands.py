@@ -44,19 +44,22 @@ def _check_common(args) -> None:
 # ---------------------------------------------------------------------- search
 
 def cmd_search(args) -> int:
-    from stnas.io import write_json
+    from stnas.io import OutputLock, check_output_dir, write_json
     from stnas.methods import RunContext, get_method
     from stnas.runtime import init_distributed, setup_logging
 
     _check_common(args)
     method = get_method(args.method)
-    setup_logging(args.out, "search.log")
     rank, world = init_distributed(args.device)
     ctx = RunContext(space=args.space, data=args.data, out=args.out, resume=args.resume, device=_device(args.device),
                      amp=amp_of(args), seed=args.seed, batch_size=args.batch_size, loader=args.loader,
                      threads=args.threads, progress=not args.no_progress, rank=rank, world=world)
     method.check(args, ctx)
-    summary = method.run(args, ctx)
+    if rank == 0:
+        check_output_dir(args.out)
+    with OutputLock(args.out):  # one run per output folder: a second is refused before it writes anything
+        setup_logging(args.out, "search.log")
+        summary = method.run(args, ctx)
     if rank != 0:
         return 0
     if not (args.out / "summary.json").exists():
@@ -86,6 +89,8 @@ def _load_archs(path: Path, space):
 
     data = read_arch_json(path, what="--archs")
     items = data if isinstance(data, list) else [data]
+    if not items:
+        raise SpaceError(f"--archs {path} holds no architecture (an empty list)")
     archs = []
     for k, item in enumerate(items):
         try:
@@ -99,7 +104,7 @@ def _space_of_checkpoint(path: Path):
     from stnas.io import load_checkpoint
     from stnas.spaces import Space
 
-    ck = load_checkpoint(path, kind="supernet")
+    ck = load_checkpoint(path, kind="supernet", required=("space", "config", "model"))
     return Space.from_dict(ck["space"], source=str(path)), ck
 
 
@@ -158,6 +163,7 @@ def cmd_retrain(args) -> int:
     from dataclasses import replace
 
     from stnas.data import data_root
+    from stnas.io import OutputLock, check_output_dir
     from stnas.runtime import setup_logging
     from stnas.spaces import Space, read_arch_json
     from stnas.train.retrain import default_recipe, retrain
@@ -172,13 +178,15 @@ def cmd_retrain(args) -> int:
     space = Space.load(name)
     arch = space.arch_from_dict(raw)
     dev = _device(args.device)
-    setup_logging(args.out, "retrain.log")
     cfg = default_recipe(space, demo_data=args.data is None)
     cfg = replace(cfg, seed=args.seed, **{k: v for k, v in (("epochs", args.epochs), ("lr", args.lr),
                                                               ("weight_decay", args.weight_decay),
                                                               ("batch_size", args.batch_size)) if v is not None})
-    result = retrain(space, arch, data_root(args.data), cfg, args.out, device=dev, resume=args.resume,
-                     loader=args.loader, threads=args.threads, progress=not args.no_progress, amp=amp_of(args))
+    check_output_dir(args.out)
+    with OutputLock(args.out):
+        setup_logging(args.out, "retrain.log")
+        result = retrain(space, arch, data_root(args.data), cfg, args.out, device=dev, resume=args.resume,
+                         loader=args.loader, threads=args.threads, progress=not args.no_progress, amp=amp_of(args))
     print(f"retrained {space.name} architecture: val top-1 {100 * result['val_top1']:.2f}% after {cfg.epochs} "
           f"epochs -> {args.out}")
     return 0
@@ -204,12 +212,24 @@ def cmd_rank(args) -> int:
     return 0
 
 
-def cmd_space_info(args) -> int:
-    from stnas.spaces import Space
+def cmd_space(args) -> int:
+    from stnas.spaces import Space, builtin_spaces
 
-    print(json.dumps(Space.load(args.space).info(), indent=2))
+    if args.space_command == "info":
+        print(json.dumps(Space.load(args.space).info(), indent=2))
+        return 0
+    rows = []
+    for name in builtin_spaces():
+        info = Space.load(name).info()
+        rows.append((name, info["type"], f"{info['architectures']:.3g}",
+                     f"{info['madds_min'] / 1e6:.3g}-{info['madds_max'] / 1e6:.3g}M",
+                     f"{info['params_min'] / 1e6:.3g}-{info['params_max'] / 1e6:.3g}M", str(info["resolution"])))
+    head = ("name", "type", "architectures", "MAdds", "params", "px")
+    widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
+    for r in [head] + rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     return 0
 
 
 HANDLERS = {"search": cmd_search, "evaluate": cmd_evaluate, "export": cmd_export, "retrain": cmd_retrain,
-            "rank": cmd_rank, "space": cmd_space_info}
+            "rank": cmd_rank, "space": cmd_space}

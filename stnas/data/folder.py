@@ -110,14 +110,14 @@ class ImageFolderSplit:
         empty = [name for index, name in enumerate(classes) if not kept[index]]
         if empty:
             out.skipped["empty class"] += len(empty)
-            log.warning("%s: %d class folder(s) hold no image: %s%s (their class indices stay reserved)", folder,
-                        len(empty), ", ".join(empty[:5]), " ..." if len(empty) > 5 else "")
+            _warn_once("%s: %d class folder(s) hold no image: %s%s (their class indices stay reserved)", folder,
+                       len(empty), ", ".join(empty[:5]), " ..." if len(empty) > 5 else "")
         if not out.files:
             raise DataError(f"{folder}: no readable image in {len(classes)} class folder(s)")
         bad = {k: v for k, v in out.skipped.items() if k != "empty class"}
         if bad:
-            log.warning("%s: skipped %d file(s): %s (e.g. %s)", folder, sum(bad.values()),
-                        ", ".join(f"{v} {k}" for k, v in sorted(bad.items())), ", ".join(out.skipped_examples))
+            _warn_once("%s: skipped %d file(s): %s (e.g. %s)", folder, sum(bad.values()),
+                       ", ".join(f"{v} {k}" for k, v in sorted(bad.items())), ", ".join(out.skipped_examples))
         return out
 
     def _skip(self, reason: str, path: str) -> None:
@@ -148,6 +148,18 @@ class ImageFolderSplit:
             raise DataError(f"{self.root / self.split}: part {index + 1} of {parts} holds no image "
                             f"({len(self.files)} images in all)")
         return out
+
+
+_WARNED: set = set()
+
+
+def _warn_once(fmt: str, *args) -> None:
+    """A split is scanned by every loader that reads it (training, recalibration, the halves of a
+    bilevel search): say what was skipped once per process, not once per loader."""
+    key = (fmt, *map(str, args))
+    if key not in _WARNED:
+        _WARNED.add(key)
+        log.warning(fmt, *args)
 
 
 def shard_range(n: int, shard_id: int, num_shards: int) -> tuple[int, int]:

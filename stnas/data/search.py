@@ -38,6 +38,12 @@ class SearchData:
         if self.steps_per_epoch < 1:
             raise DataError(f"{self.root / 'train'}: {self.train_size} images give no full batch of "
                                    f"{batch_size}; lower --batch-size")
+        # The held-out split is read only after training; open it now, so that a missing or empty val/
+        # is one error before the supernet trains, not after.
+        self.val_loader = self._loader("val", seed=0)
+        if self.val_loader.num_classes != self.num_classes:
+            raise DataError(f"{self.root}: train/ has {self.num_classes} classes but val/ has "
+                            f"{self.val_loader.num_classes}; both splits need the same class folders")
         self._recal = self._eval = None
 
     def _loader(self, split: str, seed: int, shard_id: int = 0, num_shards: int = 1):
@@ -65,7 +71,7 @@ class SearchData:
     def eval_batches(self, device) -> list[tuple[torch.Tensor, torch.Tensor]]:
         if self._eval is None:
             batches, seen = [], 0
-            for x, y in self._loader("val", seed=0):
+            for x, y in self.val_loader:
                 if self.eval_images is not None and seen >= self.eval_images:
                     break
                 batches.append((x, y))

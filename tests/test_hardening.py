@@ -1,0 +1,154 @@
+"""What a new user ran into: one clear error before any work, one run per output folder, the exit code
+of a SIGTERM, the CLI's --version and space list."""
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+from stnas.cli import main
+from stnas.io import OutputError, OutputLock, save_checkpoint
+from stnas.runtime import interrupt_guard
+from stnas.spaces import builtin_spaces
+
+
+def _folder(root, splits=("train", "val"), classes=10, n=4):
+    for split in splits:
+        for c in range(classes):
+            (root / split / f"c{c}").mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (32, 32), (c * 20, i * 30, 0)).save(root / split / f"c{c}" / f"{i}.jpg")
+    return root
+
+
+def test_version_and_space_list(capsys):
+    from stnas import __version__
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"stnas {__version__}"
+    assert main(["space", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:2] == ["name", "type"]
+    assert sorted(line.split()[0] for line in lines[1:]) == builtin_spaces()
+
+
+def test_a_second_run_into_the_same_folder_is_refused_and_a_stale_lock_is_taken_over(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / OutputLock.NAME).write_text(f"{os.getpid()} {os.uname().nodename}\n")  # a live owner: this process
+    assert main(["search", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "in use by another stnas run" in err and "Traceback" not in err
+    assert sorted(p.name for p in out.iterdir()) == [OutputLock.NAME]  # nothing written before the refusal
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (out / OutputLock.NAME).write_text(f"{dead.stdout.strip()} {os.uname().nodename}\n")
+    with OutputLock(out) as lock:
+        assert lock.held and (out / OutputLock.NAME).read_text().split()[0] == str(os.getpid())
+        with pytest.raises(OutputError, match="in use"):
+            OutputLock(out).__enter__()
+    assert not (out / OutputLock.NAME).exists()  # released
+
+
+def test_an_output_path_that_is_a_file_is_one_error(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert main(["search", "--out", str(tmp_path / "file"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "is a file, not a folder" in err and "Traceback" not in err
+
+
+def test_a_missing_val_split_is_reported_before_training(tmp_path, capsys):
+    data = _folder(tmp_path / "d", splits=("train",))
+    out = tmp_path / "o"
+    assert main(["search", "--space", "demo", "--data", str(data), "--out", str(out), "--batch-size", "8",
+                 "--no-progress", "--threads", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "no 'val' split" in err and "Traceback" not in err
+    assert not (out / "supernet.ckpt").exists()
+
+
+def test_evaluate_with_an_empty_list_and_a_checkpoint_without_fields(tmp_path, capsys):
+    from stnas.spaces import Space
+
+    ckpt = save_checkpoint(tmp_path / "s.ckpt", {"space": Space.load("demo").to_dict()}, kind="supernet")
+    (tmp_path / "archs.json").write_text("[]")
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--archs", str(tmp_path / "archs.json")]) == 2
+    err = capsys.readouterr().err
+    assert "lacks the field(s)" in err and "Traceback" not in err
+    full = save_checkpoint(tmp_path / "f.ckpt", {"space": Space.load("demo").to_dict(), "config": {}, "model": {},
+                                                 "snapshots": []}, kind="supernet")
+    assert main(["evaluate", "--checkpoint", str(full), "--archs", str(tmp_path / "archs.json")]) == 2
+    err = capsys.readouterr().err
+    assert "holds no architecture" in err and "Traceback" not in err
+
+
+def test_sigterm_becomes_an_interrupt_and_exit_code_143(monkeypatch, capsys):
+    with pytest.raises(KeyboardInterrupt, match="signal 15"):
+        with interrupt_guard():
+            os.kill(os.getpid(), signal.SIGTERM)
+    from stnas.cli import commands
+
+    def interrupted(args):
+        raise KeyboardInterrupt(f"signal {signal.SIGTERM.value}")
+
+    monkeypatch.setitem(commands.HANDLERS, "space", interrupted)
+    assert main(["space", "list"]) == 143
+    monkeypatch.setitem(commands.HANDLERS, "space", lambda args: (_ for _ in ()).throw(KeyboardInterrupt()))
+    assert main(["space", "list"]) == 130
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_truncated_checkpoint_message_keeps_whole_words(tmp_path):
+    from stnas.io import CheckpointError, load_checkpoint
+
+    good = save_checkpoint(tmp_path / "a.ckpt", {"x": torch.arange(10)}, kind="supernet")
+    (tmp_path / "cut.ckpt").write_bytes(good.read_bytes()[:100])
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(tmp_path / "cut.ckpt")
+    text = str(e.value)
+    assert text.endswith(")") and "truncated" in text
+    assert "\n" not in text
+
+
+def test_models_load_gives_back_every_kind_of_saved_network(tmp_path):
+    from stnas import models
+    from stnas.io import CheckpointError
+    from stnas.spaces import Space
+    from stnas.supernet import SuperNet, build
+    from stnas.supernet.mixed import MixedCellNet
+
+    x = torch.randn(2, 3, 32, 32)
+    cell = Space.load("nb201-demo")
+    arch = cell.arch_from_nb201("|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|none~0|avg_pool_3x3~1|nor_conv_3x3~2|")
+    net = build(arch, cell).eval()
+    save_checkpoint(tmp_path / "m.ckpt", {"space": cell.to_dict(), "arch": arch.to_dict(), "model": net.state_dict()},
+                    kind="model")
+    assert torch.equal(models.load(tmp_path / "m.ckpt")(x), net(x))
+    mixed = MixedCellNet(cell, weighting="softmax", partial_channels=2)
+    mixed.prune(3)
+    save_checkpoint(tmp_path / "s.ckpt", {"space": cell.to_dict(), "model": mixed.state_dict(),
+                                          "config": {"method": {"weighting": "softmax"}}}, kind="supernet")
+    loaded = models.load(tmp_path / "s.ckpt")
+    assert torch.equal(loaded.mask, mixed.mask) and torch.allclose(loaded(x), mixed.eval()(x))
+    chain = Space.load("demo")
+    sup = SuperNet(chain)
+    save_checkpoint(tmp_path / "c.ckpt", {"space": chain.to_dict(), "model": sup.state_dict(), "snapshots": []},
+                    kind="supernet")
+    assert isinstance(models.load(tmp_path / "c.ckpt"), type(sup))
+    save_checkpoint(tmp_path / "o.ckpt", {"x": 1}, kind="other")
+    with pytest.raises(CheckpointError, match="not a model"):
+        models.load(tmp_path / "o.ckpt")
+
+
+def test_skipped_files_are_reported_once_however_many_loaders_read_the_split(tmp_path, caplog):
+    from stnas.data import make_loader
+
+    data = _folder(tmp_path / "d", classes=2)
+    (data / "train" / "c0" / "broken.jpg").write_bytes(b"not a jpeg")
+    with caplog.at_level("WARNING", logger="stnas.data"):
+        for seed in (0, 1):
+            make_loader(data, "train", batch_size=2, image_size=32, backend="pil", num_threads=1, seed=seed)
+    assert sum("skipped 1 file" in r.getMessage() for r in caplog.records) == 1
