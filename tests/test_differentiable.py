@@ -291,7 +291,7 @@ def test_search_command_writes_every_output_and_resumes(tiny_images, tmp_path, m
 
 @pytest.mark.parametrize("argv,message", [
     (["--method", "drnas", "--space", "demo"], "searches cell spaces"),
-    (["--method", "stnas", "--space", "nb201-demo"], "searches chain spaces"),
+    (["--method", "stnas", "--space", "nb201-demo", "--benchmark", "/nonexistent.csv"], "does not exist"),
     (["--method", "darts", "--regularizer", "kl"], "unrecognized arguments"),
     (["--method", "drnas", "--benchmark", "/nonexistent.csv"], "does not exist"),
     (["--method", "nosuch"], "invalid choice"),

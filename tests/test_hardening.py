@@ -152,3 +152,21 @@ def test_skipped_files_are_reported_once_however_many_loaders_read_the_split(tmp
         for seed in (0, 1):
             make_loader(data, "train", batch_size=2, image_size=32, backend="pil", num_threads=1, seed=seed)
     assert sum("skipped 1 file" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_scores_csv_keeps_exact_scores_so_a_resumed_evolution_reads_the_same_floats(tmp_path):
+    """A resumed search takes its cached scores from scores.csv; rounded ones (6 decimals, as written
+    before) changed near-ties between architectures and with them the evolution's path."""
+    import random
+
+    from stnas.methods.stnas import ScoreTable
+    from stnas.spaces import Space
+
+    space = Space.load("demo")
+    archs = list(dict.fromkeys(space.sample(random.Random(i)) for i in range(6)))
+    accs = [[k / 355, (k + 1) / 355, 1 / 3] for k in range(len(archs))]
+    table = ScoreTable(space, tmp_path / "scores.csv")
+    table.add(archs, accs)
+    again = ScoreTable(space, tmp_path / "scores.csv")
+    assert again.rows == table.rows
+    assert [again.score(a) for a in archs] == [table.score(a) for a in archs]

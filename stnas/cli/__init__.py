@@ -5,7 +5,7 @@
     stnas evaluate --checkpoint OUT/supernet.ckpt --archs ARCHS.json [--data DIR] [--csv FILE]
     stnas export --checkpoint OUT/supernet.ckpt --arch ARCH.json [--data DIR] --out MODEL.pt
     stnas retrain ARCH.json [--space ...] [--data DIR] [--epochs N] [--out DIR] [--resume]
-    stnas rank SCORES.csv --benchmark NB201.csv [--metric cifar10] [--out DIR]
+    stnas rank SCORES.csv|--scores SCORES.csv --benchmark NB201.csv [--metric cifar10] [--out DIR]
 
 With no ``--data`` every command uses the built-in demo dataset (written once to the cache folder) and
 a demo-size space; a demo search takes a few minutes on two CPU cores. ``stnas search --method NAME
@@ -95,7 +95,10 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
     rt.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
 
     rk = sub.add_parser("rank", help="rank correlation of a scores CSV against NAS-Bench-201's table (with a plot)")
-    rk.add_argument("scores", type=Path, help="CSV with an architecture column (NB201 string or JSON) and a score")
+    rk.add_argument("scores", type=Path, nargs="?", default=None,
+                    help="CSV with an architecture column (NB201 string or JSON) and a score (or --scores)")
+    rk.add_argument("--scores", dest="scores_file", type=Path, default=None,
+                    help="the scores CSV, as an option (e.g. OUT/scores.csv of any stnas search)")
     rk.add_argument("--benchmark", type=Path, required=True, help="the NAS-Bench-201 table (nats_bench.csv)")
     rk.add_argument("--metric", default="cifar10", help="cifar10 (default), cifar100 or imagenet16-120")
     rk.add_argument("--score-column", default=None, help="the column of scores (default: score, else mean)")

@@ -194,21 +194,23 @@ def cmd_retrain(args) -> int:
 
 def cmd_rank(args) -> int:
     from stnas.benchmarks import NB201Table
-    from stnas.evaluate.rank import rank_scores_csv
-    from stnas.io import write_json
-    from stnas.plots import plot_rank_scatter
+    from stnas.evaluate.rank_outputs import write_rank_report
 
-    if not args.scores.is_file():
-        raise ValueError(f"scores file {args.scores} does not exist")
+    given = [p for p in (args.scores, args.scores_file) if p is not None]
+    if not given:
+        raise ValueError("give the scores CSV: stnas rank SCORES.csv --benchmark ... (or --scores SCORES.csv)")
+    if len(given) == 2 and given[0] != given[1]:
+        raise ValueError(f"two scores files given ({given[0]} and --scores {given[1]}): give one")
+    scores = given[0]
+    if not scores.is_file():
+        raise ValueError(f"scores file {scores} does not exist")
     table = NB201Table.load(args.benchmark)
-    report, pairs = rank_scores_csv(args.scores, table, metric=args.metric, score_column=args.score_column)
-    out = args.out or args.scores.parent
-    write_json(out / "rank.json", report)
-    scores, truth = [p[0] for p in pairs], [p[1] for p in pairs]
-    plot_rank_scatter(scores, truth, out / "rank.png", title=f"{args.scores.name} vs NAS-Bench-201 {args.metric}",
-                      report=report)
+    out = args.out or scores.parent
+    report = write_rank_report(scores, table, out, metric=args.metric, score_column=args.score_column)
     print(f"{report['n']} architectures: Kendall tau {report['kendall_tau']:.3f}, Spearman rho "
-          f"{report['spearman_rho']:.3f} -> {out / 'rank.json'}, {out / 'rank.png'}")
+          f"{report['spearman_rho']:.3f}, top-5% overlap {report['top5pct_overlap']:.3f}, top-10% overlap "
+          f"{report['top10pct_overlap']:.3f}, regret {report['regret']:.2f} -> {out / 'rank.json'}, "
+          f"{out / 'rank.png'}")
     return 0
 
 

@@ -24,6 +24,12 @@ Outputs in ``out``:
     pareto.csv, pareto.png the Pareto front (MAdds against score) of everything scored
     stability.json         the ranking-stability report
     stability.png          with --stability full: each architecture's score under one seed against another
+    rank.json, rank.png    with --benchmark (cell spaces): scores.csv against NAS-Bench-201's table, as
+                           ``stnas rank`` reports it
+
+Chain spaces get :class:`~stnas.supernet.ChainNet`, cell spaces (NAS-Bench-201)
+:class:`~stnas.supernet.CellPathNet`: one op per edge per step, uniform over the cell ops; everything
+else (SGLD, snapshots, scores, evolution under an MAdds budget) is the same code.
 """
 from __future__ import annotations
 
@@ -46,7 +52,7 @@ from stnas.methods.base import Method, RunContext, register
 from stnas.optim import SGLD
 from stnas.plots import plot_pareto, plot_stability
 from stnas.runtime import use_amp
-from stnas.spaces import Budget, Space
+from stnas.spaces import Budget, CellSpace, Space
 from stnas.spaces.budget import format_count, parse_count
 from stnas.strategies.evolution import Candidate, EvolutionConfig, best_under, evolve, pareto_front
 from stnas.supernet import SuperNet
@@ -200,7 +206,7 @@ class ScoreTable:
         for a in ranked:
             madds, params = self.space.cost(a)
             rows.append({"score": f"{self.score(a):.6f}", "madds": madds, "params": params,
-                         "snapshot_accuracies": json.dumps([round(v, 6) for v in self.rows[a]]),
+                         "snapshot_accuracies": json.dumps(self.rows[a]),  # exact: a resumed run reads the same floats
                          "arch": a.to_json()})
         write_csv(self.path, rows, ["score", "madds", "params", "snapshot_accuracies", "arch"])
 
@@ -251,8 +257,10 @@ def stability_report(space: Space, table_by_run: dict[str, list[list[float]]], a
 
 
 def run_search(space: Space, data, cfg: SearchConfig, out: Path, resume: bool = False,
-               device: torch.device | str = "cpu", progress: bool = True) -> dict:
-    """The whole search; returns a summary (also written to ``out/summary.json``)."""
+               device: torch.device | str = "cpu", progress: bool = True, benchmark=None,
+               metric: str = "cifar10") -> dict:
+    """The whole search; returns a summary (also written to ``out/summary.json``). ``benchmark`` (an
+    NB201Table, cell spaces): also rank ``scores.csv`` against it on ``metric`` (rank.json, rank.png)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
@@ -267,7 +275,9 @@ def run_search(space: Space, data, cfg: SearchConfig, out: Path, resume: bool = 
     write_json(out / "config.json", {"space": space.to_dict(), "proxy": asdict(proxy),
                                       "evolution": asdict(cfg.evolution), "budgets_madds": budgets,
                                       "budget_params": cfg.budget_params, "stability": cfg.stability,
-                                      "data": data.describe()})
+                                      "data": data.describe(),
+                                      **({} if benchmark is None else {"benchmark": str(benchmark.path),
+                                                                       "metric": metric})})
 
     amp = use_amp(device, cfg.amp)
     log.info("training the supernet: %d steps (%s), %d snapshots%s", proxy.steps, proxy.optimizer, proxy.snapshots,
@@ -338,6 +348,16 @@ def run_search(space: Space, data, cfg: SearchConfig, out: Path, resume: bool = 
     summary = {"space": space.name, "evaluated": len(table.rows), "best": best,
                "pareto_size": len(front), "kendall_tau_between_seeds": stab["kendall_tau_between_seeds"],
                "out": str(out)}
+    if benchmark is not None:
+        from stnas.evaluate.rank_outputs import write_rank_report
+
+        rank = write_rank_report(out / "scores.csv", benchmark, out, metric=metric,
+                                 title=f"ST-NAS ({proxy.optimizer}) on {space.name} vs NAS-Bench-201 {metric}")
+        log.info("scores.csv against NAS-Bench-201 %s (%d architectures): Kendall tau %.3f, Spearman rho %.3f, "
+                 "top-10%% overlap %.3f, regret %.2f", metric, rank["n"], rank["kendall_tau"], rank["spearman_rho"],
+                 rank["top10pct_overlap"], rank["regret"])
+        summary["rank"] = {k: rank[k] for k in ("n", "metric", "kendall_tau", "spearman_rho", "top5pct_overlap",
+                                                "top10pct_overlap", "regret")}
     write_json(out / "summary.json", summary)
     return summary
 
@@ -372,9 +392,16 @@ DEMO_DEFAULTS = dict(batch_size=64, burn_in=330, snapshots=3, snapshot_every=44,
                      temperature=1e-2, population=12, generations=4, eval_images=None)
 IMAGENET_DEFAULTS = dict(batch_size=256, burn_in=50000, snapshots=5, snapshot_every=2000, lr=0.1, weight_decay=4e-5,
                          temperature=1e-3, population=50, generations=20, eval_images=10_000)
+# NAS-Bench-201 at its own size (C >= 16) on CIFAR-10: batch 64 as NAS-Bench-201's search code, 20
+# epochs of burn-in (50,000 / 64 = 781 steps an epoch), 5 snapshots an epoch apart, NAS-Bench-201's
+# training lr 0.1 and wd 5e-4; 10,000 held-out images. Ours, not the paper's (it gives none).
+NB201_DEFAULTS = dict(batch_size=64, burn_in=15620, snapshots=5, snapshot_every=781, lr=0.1, weight_decay=5e-4,
+                      temperature=1e-2, population=20, generations=10, eval_images=10_000)
 
 
 def space_defaults(space: Space) -> dict:
+    if isinstance(space, CellSpace) and space.channels >= 16:
+        return NB201_DEFAULTS
     return DEMO_DEFAULTS if space.resolution <= 64 else IMAGENET_DEFAULTS
 
 
@@ -411,7 +438,7 @@ def search_data(ctx: RunContext, space: Space, batch_size: int, seed: int = 0, e
 class STNAS(Method):
     name = "stnas"
     summary = ("ST-NAS: SGLD-sampled single-path supernet, snapshot-ensemble scores, evolution under an MAdds "
-               "budget (chain spaces: demo, tas, tas-wide, mobilenetv2)")
+               "budget (chain spaces: demo, tas, tas-wide, mobilenetv2; cell spaces: nb201-demo, nb201)")
     demo_space, data_space = "demo", "tas"
 
     def add_arguments(self, g) -> None:
@@ -436,6 +463,33 @@ class STNAS(Method):
                             "10000 for ImageNet-scale ones)")
         g.add_argument("--stability", choices=["run", "full"], default="run",
                        help="run: across this run's snapshots; full: also train SGLD and SGD with two seeds")
+        g.add_argument("--benchmark", type=Path, default=None,
+                       help="cell spaces: NAS-Bench-201 table (nats_bench.csv); after scoring, rank scores.csv against "
+                            "it (rank.json, rank.png, as `stnas rank`)")
+        g.add_argument("--metric", default="cifar10",
+                       help="the table's metric for --benchmark: cifar10 (default), cifar100 or imagenet16-120")
+
+    def _space(self, ctx: RunContext) -> Space:
+        return Space.load(ctx.space or (self.demo_space if ctx.data is None else self.data_space))
+
+    def check(self, args, ctx: RunContext) -> None:
+        if args.benchmark is None:
+            return
+        from stnas.benchmarks import METRICS
+
+        if args.metric not in METRICS:
+            raise ValueError(f"--metric {args.metric!r}: the table's metrics are {', '.join(METRICS)}")
+        if not Path(args.benchmark).is_file():
+            raise ValueError(f"--benchmark {args.benchmark} does not exist (expected NAS-Bench-201's table, "
+                             f"nats_bench.csv)")
+        space = self._space(ctx)
+        if not isinstance(space, CellSpace):
+            raise ValueError(f"--benchmark ranks cell architectures against NAS-Bench-201; {space.name!r} is a "
+                             f"{space.kind!r} space")
+        ref = Space.load("nb201")
+        if space.nodes != ref.nodes or tuple(space.ops) != tuple(ref.ops):
+            raise ValueError(f"--benchmark: NAS-Bench-201's table answers for cells of {ref.nodes} nodes with ops "
+                             f"{list(ref.ops)}; space {space.name!r} differs")
 
     def configs(self, args, ctx: RunContext, space: Space) -> "SearchConfig":
         d = space_defaults(space)
@@ -458,23 +512,38 @@ class STNAS(Method):
     def run(self, args, ctx: RunContext) -> dict:
         from stnas.spaces import ChainSpace
 
-        space = Space.load(ctx.space or (self.demo_space if ctx.data is None else self.data_space))
-        if not isinstance(space, ChainSpace):
-            raise ValueError(f"--method stnas searches chain spaces; {space.name!r} is a {space.kind!r} space "
-                             f"(try --method drnas)")
+        space = self._space(ctx)
+        if not isinstance(space, (ChainSpace, CellSpace)):
+            raise ValueError(f"--method stnas searches chain and cell spaces; {space.name!r} is a {space.kind!r} "
+                             f"space")
+        benchmark = None
+        if args.benchmark is not None:
+            from stnas.benchmarks import NB201Table
+
+            benchmark = NB201Table.load(args.benchmark)
+            benchmark.check_metric(args.metric)
         cfg = self.configs(args, ctx, space)
         for b in cfg.budgets_madds:
             Budget(b, cfg.budget_params).check(space)
         d = space_defaults(space)
         data = search_data(ctx, space, ctx.batch_size or d["batch_size"], seed=ctx.seed,
                            eval_images=d["eval_images"] if args.eval_images is None else args.eval_images)
-        log.info("space %s: %d stem edges, %d branch edges, %.3g architectures; data %s (%d train images, %s "
-                 "loader); device %s", space.name, len(space.stem_edges), len(space.branch_edges),
-                 space.count_architectures(), data.root, data.train_size, data.backend_used, ctx.device)
-        return run_search(space, data, cfg, ctx.out, resume=ctx.resume, device=ctx.device, progress=ctx.progress)
+        if isinstance(space, CellSpace):
+            shape = f"{space.nodes}-node cell, {len(space.edges)} edges x {len(space.ops)} ops, {len(space.cells)} cells"
+        else:
+            shape = f"{len(space.stem_edges)} stem edges, {len(space.branch_edges)} branch edges"
+        log.info("space %s: %s, %.3g architectures; data %s (%d train images, %s loader); device %s", space.name,
+                 shape, space.count_architectures(), data.root, data.train_size, data.backend_used, ctx.device)
+        return run_search(space, data, cfg, ctx.out, resume=ctx.resume, device=ctx.device, progress=ctx.progress,
+                          benchmark=benchmark, metric=args.metric)
 
     def report(self, summary: dict, ctx: RunContext) -> None:
         for name, entry in summary["best"].items():
             print(f"best under {name} MAdds: score {entry['score']:.4f}, {entry['madds'] / 1e6:.2f}M MAdds, "
                   f"{entry['params'] / 1e6:.3f}M params -> {ctx.out / ('best_' + name + '.json')}")
-        print(f"outputs in {ctx.out}: scores.csv, pareto.csv, pareto.png, stability.json, search.log")
+        if "rank" in summary:
+            r = summary["rank"]
+            print(f"against NAS-Bench-201 {r['metric']} ({r['n']} architectures): Kendall tau {r['kendall_tau']:.3f}, "
+                  f"Spearman rho {r['spearman_rho']:.3f}, regret {r['regret']:.2f} -> {ctx.out / 'rank.json'}")
+        print(f"outputs in {ctx.out}: scores.csv, pareto.csv, pareto.png, stability.json, search.log"
+              + (", rank.json, rank.png" if "rank" in summary else ""))

@@ -32,6 +32,7 @@ architectures that compute the same function of the cell input (whatever the wei
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -164,6 +165,18 @@ class CellArch:
         if from_ops is not None and from_string is not None and from_ops != from_string:
             raise SpaceError(f"cell architecture: 'ops' {list(from_ops.ops)} and 'nb201' {data['nb201']!r} disagree")
         return from_ops if from_ops is not None else from_string
+
+    def to_json(self) -> str:
+        """``to_dict()`` as one line of JSON (the ``arch`` column of ``scores.csv``)."""
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_json(cls, text: str) -> "CellArch":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise SpaceError(f"cell architecture: not valid JSON ({e})") from None
+        return cls.from_dict(data)
 
     def __str__(self) -> str:
         return self.to_nb201()

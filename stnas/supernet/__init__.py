@@ -2,8 +2,9 @@
 
 Two kinds of supernet:
 
-- single path (:class:`ChainNet`, ``forward(x, arch)``): one sampled architecture per step (SPOS,
-  ST-NAS); only its ops run;
+- single path (``forward(x, arch)``): one sampled architecture per step (SPOS, ST-NAS); only its ops
+  run: :class:`ChainNet` on chain spaces, :class:`~stnas.supernet.single_path_cell.CellPathNet` on cell
+  spaces;
 - mixed (:class:`~stnas.supernet.mixed.MixedCellNet`, ``forward(x)``): every op of every edge,
   weighted by architecture parameters (DARTS, DrNAS), with ``derive()`` to read the architecture out.
 
@@ -12,12 +13,19 @@ Two kinds of supernet:
 from stnas.supernet.bn import recalibrate_bn
 from stnas.supernet.ops import make_op
 from stnas.supernet.single_path import ChainNet
+from stnas.supernet.single_path_cell import CellPathNet, inherit
 from stnas.supernet.standalone import build
 
 
-def SuperNet(space) -> ChainNet:
-    """The single-path supernet of a chain ``space`` (a Space, a space file, or a built-in name)."""
+def SuperNet(space) -> ChainNet | CellPathNet:
+    """The single-path supernet of ``space`` (a Space, a space file, or a built-in name), by its kind:
+    :class:`ChainNet` for a chain space, :class:`CellPathNet` for a cell space."""
+    from stnas.spaces import CellSpace, Space
+
+    space = Space.load(space)
+    if isinstance(space, CellSpace):
+        return CellPathNet(space)
     return ChainNet(space)
 
 
-__all__ = ["ChainNet", "SuperNet", "build", "make_op", "recalibrate_bn"]
+__all__ = ["CellPathNet", "ChainNet", "SuperNet", "build", "inherit", "make_op", "recalibrate_bn"]

@@ -184,5 +184,11 @@ class CellNet(nn.Module):
         self.space, self.arch = space, arch
         self.stem, self.body, self.head = cell_skeleton(space, lambda site: Cell(arch, site.channels))
 
+    def inherit(self, supernet: nn.Module) -> "CellNet":
+        """Take a single-path cell supernet's weights (and BN statistics) for this architecture's ops."""
+        from stnas.supernet.single_path_cell import inherit
+
+        return inherit(self, supernet)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(self.stem(x)))
