@@ -183,3 +183,49 @@ def plot_arch_weights(history: Sequence[dict], edges: Sequence[str], ops: Sequen
     fig.suptitle(title or "architecture weights per edge", fontsize=10)
     _save(fig, path, rect=(0, 0.07, 1, 0.95))
     return True
+
+
+def plot_gold_front(recorded: Sequence[dict], front: Sequence[dict], path: Path, title: str = "",
+                    accuracy_label: str = "accuracy (%)") -> None:
+    """Accuracy against MAdds of every recorded architecture, the front joined in red, each point labelled
+    with its id and parameter count."""
+    if not recorded or not is_main():
+        return
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    ax.scatter([e["madds"] / 1e6 for e in recorded], [e["accuracy"] for e in recorded], s=18, alpha=0.6,
+               color="tab:blue", label=f"recorded ({len(recorded)})")
+    pts = sorted(front, key=lambda e: e["madds"])
+    ax.plot([e["madds"] / 1e6 for e in pts], [e["accuracy"] for e in pts], "-o", color="tab:red", ms=4,
+            label=f"Pareto front ({len(pts)})")
+    for e in recorded:
+        ax.annotate(f"{e['id']}: {e['params'] / 1e6:.3g}M p", (e["madds"] / 1e6, e["accuracy"]), fontsize=7,
+                    xytext=(3, 3), textcoords="offset points")
+    _finish(fig, ax, path, "MAdds (M)", accuracy_label, title or "GOLD-NAS: architectures along the search")
+
+
+def plot_gold_trajectory(trajectory: Sequence[dict], path: Path, title: str = "") -> None:
+    """Per epoch: lambda (log scale) and the pruned-op count; MAdds of the current architecture below."""
+    if not trajectory or not is_main():
+        return
+    plt = _pyplot()
+    fig, (ax, bx) = plt.subplots(2, 1, figsize=(6.4, 5.2), dpi=120, sharex=True)
+    ep = [t["epoch"] for t in trajectory]
+    ax.plot(ep, [t["lambda"] for t in trajectory], "-o", ms=3, color="tab:purple", label="lambda")
+    ax.set_yscale("log")
+    ax.set_ylabel("lambda")
+    ax2 = ax.twinx()
+    ax2.plot(ep, [t["pruned"] for t in trajectory], "-s", ms=3, color="tab:orange", label="pruned ops")
+    ax2.set_ylabel("pruned ops")
+    ax.grid(alpha=0.3)
+    ax.set_title(title or "GOLD-NAS: lambda and pruning per epoch")
+    lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    ax.legend(lines, [h.get_label() for h in lines], loc="upper left", fontsize=8)
+    bx.plot(ep, [t["madds"] / 1e6 for t in trajectory], "-o", ms=3, color="tab:blue", label="architecture")
+    bx.plot(ep, [t["expected_madds"] / 1e6 for t in trajectory], "--", color="tab:green",
+            label="expected (gates)")
+    bx.set_xlabel("epoch")
+    bx.set_ylabel("MAdds (M)")
+    bx.grid(alpha=0.3)
+    bx.legend(loc="upper right", fontsize=8)
+    _save(fig, path)

@@ -14,6 +14,7 @@ from stnas.spaces.arch import Arch, read_arch_json
 from stnas.spaces.base import Cost, Decision, Space, builtin_spaces, load_space, space_kinds
 from stnas.spaces.budget import Budget
 from stnas.spaces.cell import CellArch, CellSpace
+from stnas.spaces import darts_cell as _darts_cell  # noqa: F401  (registers type: darts-gold)
 from stnas.spaces.chain import ChainSpace, Edge, Stage
 from stnas.spaces.errors import SpaceError
 from stnas.spaces.ops import OpDef, get_op, op_cost, op_names

@@ -32,4 +32,8 @@ def build(arch, space: Space | str | None = None) -> nn.Module:
         from stnas.supernet.cell_blocks import CellNet
 
         return CellNet(space, arch)
+    if space.kind == "darts-gold":
+        from stnas.supernet.darts_blocks import DartsGoldNet
+
+        return DartsGoldNet(space, space.validate(arch))
     raise SpaceError(f"build: no standalone model for a {space.kind!r} space")
