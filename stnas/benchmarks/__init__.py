@@ -3,6 +3,6 @@
 :class:`NB201Table` reads NAS-Bench-201's table of the 15,625 cells of the ``nb201`` space
 (``NB201Table.load(path).lookup(arch, "cifar10")``).
 """
-from stnas.benchmarks.nb201 import METRICS, BenchmarkError, NB201Table, unique_string
+from stnas.benchmarks.nb201 import METRICS, BenchmarkError, NB201Table, check_table_space, unique_string
 
-__all__ = ["METRICS", "BenchmarkError", "NB201Table", "unique_string"]
+__all__ = ["METRICS", "BenchmarkError", "NB201Table", "check_table_space", "unique_string"]

@@ -191,3 +191,14 @@ class NB201Table:
 
     def __repr__(self) -> str:
         return f"NB201Table({str(self.path)!r}, {len(self)} architectures)"
+
+
+def check_table_space(space) -> None:
+    """A BenchmarkError unless ``space``'s cells are NAS-Bench-201's (the same nodes and ops, any
+    skeleton): the only cells the table answers for."""
+    from stnas.spaces import Space
+
+    ref = Space.load("nb201")
+    if getattr(space, "nodes", None) != ref.nodes or tuple(getattr(space, "ops", ())) != tuple(ref.ops):
+        raise BenchmarkError(f"--benchmark: NAS-Bench-201's table answers for cells of {ref.nodes} nodes with ops "
+                             f"{list(ref.ops)}; space {space.name!r} differs")

@@ -75,3 +75,42 @@ def get_method(name: str) -> Method:
     if name not in _METHODS:
         raise ValueError(f"--method {name!r}: no such method (known: {', '.join(method_names())})")
     return _METHODS[name]()
+
+
+# ---------------------------------------------------------------------- argument types of method options
+
+def positive(kind):
+    """An argparse type: a ``kind`` (int or float) > 0, else argparse's one-line error."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+    return parse
+
+
+def non_negative(text) -> float:
+    """An argparse type: a float >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def count(text) -> float:
+    """An argparse type: a count > 0 such as '320M', '3.2e8' or '0.32G' (budgets)."""
+    from stnas.spaces.budget import parse_count
+
+    try:
+        value = parse_count(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value

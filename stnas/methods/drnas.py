@@ -25,7 +25,6 @@ epoch: derived arch, train loss, architecture weights, table accuracies with ``-
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 from dataclasses import asdict, dataclass, field
@@ -34,7 +33,7 @@ from pathlib import Path
 import torch
 
 from stnas.io import write_csv, write_json
-from stnas.methods.base import Method, RunContext, register
+from stnas.methods.base import Method, RunContext, non_negative, positive, register
 from stnas.plots import plot_arch_weights, plot_search_accuracy
 from stnas.runtime import use_amp
 from stnas.spaces import CellSpace, Space
@@ -216,15 +215,6 @@ class ProgressiveSchedule(Hook):
                 trainer.net.widen(self.cfg.stage_channels[stage])
 
 
-def _check_table_space(space: CellSpace) -> None:
-    from stnas.spaces import Space as _Space
-
-    ref = _Space.load("nb201")
-    if space.nodes != ref.nodes or tuple(space.ops) != tuple(ref.ops):
-        raise ValueError(f"--benchmark: NAS-Bench-201's table answers for cells of {ref.nodes} nodes with ops "
-                         f"{list(ref.ops)}; space {space.name!r} differs")
-
-
 def run_drnas(space: CellSpace, data, cfg: DrNASConfig, out: Path, *, resume: bool = False, device="cpu",
               amp: bool | None = None, progress: bool = True, table=None, seed: int = 0,
               checkpoint_every: int = 1000) -> dict:
@@ -276,26 +266,6 @@ def run_drnas(space: CellSpace, data, cfg: DrNASConfig, out: Path, *, resume: bo
 DEMO_EPOCHS = 30
 
 
-def _positive(kind):
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-        return value
-    return parse
-
-
-def _non_negative(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
 
 
 class _Bilevel(Method):
@@ -303,22 +273,22 @@ class _Bilevel(Method):
     demo_space, data_space = "nb201-demo", "nb201"
 
     def add_arguments(self, g) -> None:
-        g.add_argument("--epochs", type=_positive(int), default=None,
+        g.add_argument("--epochs", type=positive(int), default=None,
                        help=f"search epochs (default: 100 with --data, as the paper; {DEMO_EPOCHS} on the demo data)")
-        g.add_argument("--lr", type=_positive(float), default=0.025,
+        g.add_argument("--lr", type=positive(float), default=0.025,
                        help="weights: SGD learning rate, cosine to --lr-min (default: 0.025)")
-        g.add_argument("--lr-min", type=_non_negative, default=0.001, help="weights: final learning rate (default: 0.001)")
-        g.add_argument("--weight-decay", type=_non_negative, default=3e-4, help="weights: weight decay (default: 3e-4)")
-        g.add_argument("--grad-clip", type=_non_negative, default=5.0,
+        g.add_argument("--lr-min", type=non_negative, default=0.001, help="weights: final learning rate (default: 0.001)")
+        g.add_argument("--weight-decay", type=non_negative, default=3e-4, help="weights: weight decay (default: 3e-4)")
+        g.add_argument("--grad-clip", type=non_negative, default=5.0,
                        help="weights: max gradient norm, 0 for none (default: 5)")
-        g.add_argument("--arch-lr", type=_positive(float), default=3e-4,
+        g.add_argument("--arch-lr", type=positive(float), default=3e-4,
                        help="architecture: Adam learning rate, betas (0.5, 0.999) (default: 3e-4)")
-        g.add_argument("--arch-weight-decay", type=_non_negative, default=1e-3,
+        g.add_argument("--arch-weight-decay", type=non_negative, default=1e-3,
                        help="architecture: Adam weight decay, DrNAS's L2 regulariser (default: 1e-3)")
         g.add_argument("--benchmark", type=Path, default=None,
                        help="NAS-Bench-201 table (nats_bench.csv): report the derived cell's test accuracies "
                             "after every epoch")
-        g.add_argument("--checkpoint-every", type=_positive(int), default=1000,
+        g.add_argument("--checkpoint-every", type=positive(int), default=1000,
                        help="steps between checkpoints, besides every epoch's end (default: 1000)")
 
     def config(self, args, ctx: RunContext) -> DrNASConfig:
@@ -345,7 +315,7 @@ class _Bilevel(Method):
         self.config(args, ctx)  # option errors before any data is read
 
     def run(self, args, ctx: RunContext) -> dict:
-        from stnas.benchmarks import NB201Table
+        from stnas.benchmarks import NB201Table, check_table_space
         from stnas.data import data_root
         from stnas.data.bilevel import BilevelData
 
@@ -356,7 +326,7 @@ class _Bilevel(Method):
         cfg = self.config(args, ctx)
         table = None
         if args.benchmark is not None:
-            _check_table_space(space)
+            check_table_space(space)
             table = NB201Table.load(args.benchmark)
         dev = ctx.device
         amp = use_amp(dev, ctx.amp)
@@ -394,7 +364,7 @@ class DrNAS(_Bilevel):
         g.add_argument("--regularizer", choices=["l2", "kl"], default="l2",
                        help="l2: Adam weight decay on beta (default, as the paper's code); kl: also "
                             "--kl-scale * KL(Dir(elu(beta)+1) || Dir(1)) in the architecture loss")
-        g.add_argument("--kl-scale", type=_positive(float), default=1e-3, help="scale of the KL term (default: 1e-3)")
+        g.add_argument("--kl-scale", type=positive(float), default=1e-3, help="scale of the KL term (default: 1e-3)")
         g.add_argument("--progressive", action="store_true",
                        help="progressive learning: partial channels K=4 with 5 ops, then K=2 with the best 3 ops "
                             "per edge, half of the epochs each")

@@ -35,7 +35,6 @@ Outputs in ``out``: ``front.csv`` (the non-dominated recorded architectures), ``
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 from dataclasses import asdict, dataclass, field
@@ -44,10 +43,10 @@ from pathlib import Path
 import torch
 
 from stnas.io import write_csv, write_json
-from stnas.methods.base import Method, RunContext, register
+from stnas.methods.base import Method, RunContext, count, non_negative, positive, register
 from stnas.runtime import autocast, use_amp
-from stnas.spaces import CellSpace, Space
-from stnas.spaces.budget import format_count, parse_count
+from stnas.spaces import Budget, CellSpace, Space
+from stnas.spaces.budget import format_count
 from stnas.spaces.darts_cell import DartsGoldSpace
 from stnas.train.base import Hook
 from stnas.train.differentiable import DifferentiableConfig, DifferentiableTrainer
@@ -367,36 +366,7 @@ DEMO_EPOCHS = 14
 DATA_EPOCHS = 60
 
 
-def _positive(kind):
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-        return value
-    return parse
 
-
-def _count(text):
-    try:
-        value = parse_count(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def _non_negative(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
 
 
 @register
@@ -407,43 +377,43 @@ class GOLDNAS(Method):
 
     def add_arguments(self, g) -> None:
         d = GoldConfig()
-        g.add_argument("--epochs", type=_positive(int), default=None,
+        g.add_argument("--epochs", type=positive(int), default=None,
                        help=f"search epochs at most (default: {DATA_EPOCHS} with --data, {DEMO_EPOCHS} on the demo)")
-        g.add_argument("--budget-madds", type=_count, default=None,
+        g.add_argument("--budget-madds", type=count, default=None,
                        help="stop pruning at this many MAdds, e.g. 300M (the bottom of the front; default: none)")
-        g.add_argument("--budget-params", type=_count, default=None, help="stop pruning at this many parameters")
-        g.add_argument("--threshold", type=_positive(float), default=d.threshold,
+        g.add_argument("--budget-params", type=count, default=None, help="stop pruning at this many parameters")
+        g.add_argument("--threshold", type=positive(float), default=d.threshold,
                        help=f"a gate below this prunes its op for good (default: {d.threshold})")
-        g.add_argument("--lambda0", type=_positive(float), default=d.lambda0,
+        g.add_argument("--lambda0", type=positive(float), default=d.lambda0,
                        help=f"weight of the resource term when the warm-up ends (default: {d.lambda0})")
-        g.add_argument("--lambda-grow", type=_positive(float), default=d.lambda_grow,
+        g.add_argument("--lambda-grow", type=positive(float), default=d.lambda_grow,
                        help=f"lambda *= this after an epoch with fewer than --min-prune candidates (default: {d.lambda_grow})")
-        g.add_argument("--lambda-shrink", type=_positive(float), default=d.lambda_shrink,
+        g.add_argument("--lambda-shrink", type=positive(float), default=d.lambda_shrink,
                        help=f"lambda *= this after an epoch with more candidates than --max-prune-frac allows "
                             f"(default: {d.lambda_shrink})")
-        g.add_argument("--min-prune", type=_positive(int), default=d.min_prune,
+        g.add_argument("--min-prune", type=positive(int), default=d.min_prune,
                        help=f"fewer candidates than this in an epoch grow lambda (default: {d.min_prune})")
-        g.add_argument("--max-prune-frac", type=_positive(float), default=d.max_prune_frac,
+        g.add_argument("--max-prune-frac", type=positive(float), default=d.max_prune_frac,
                        help=f"more prune candidates in an epoch than this fraction of the gated ops shrink lambda "
                             f"(default: {d.max_prune_frac})")
-        g.add_argument("--stable-epochs", type=_positive(int), default=d.stable_epochs,
+        g.add_argument("--stable-epochs", type=positive(int), default=d.stable_epochs,
                        help=f"an architecture unchanged this many epochs is recorded (default: {d.stable_epochs})")
         g.add_argument("--warmup-epochs", type=int, default=None,
                        help="epochs of weights only before gates and the resource term (default: 1 on the demo, "
                             "5 with --data)")
-        g.add_argument("--params-weight", type=_non_negative, default=0.0,
+        g.add_argument("--params-weight", type=non_negative, default=0.0,
                        help="weight of E[params] beside E[MAdds] (weight 1) in the resource term (default: 0)")
         g.add_argument("--gate-init", type=float, default=d.gate_init,
                        help=f"initial gate logit (default: {d.gate_init}: gates of 0.5)")
-        g.add_argument("--lr", type=_positive(float), default=0.025, help="weights: SGD lr, cosine (default: 0.025)")
-        g.add_argument("--arch-lr", type=_positive(float), default=d.train.arch_lr,
+        g.add_argument("--lr", type=positive(float), default=0.025, help="weights: SGD lr, cosine (default: 0.025)")
+        g.add_argument("--arch-lr", type=positive(float), default=d.train.arch_lr,
                        help=f"gates: Adam learning rate (default: {d.train.arch_lr})")
-        g.add_argument("--eval-images", type=_positive(int), default=None,
+        g.add_argument("--eval-images", type=positive(int), default=None,
                        help="held-out images for the front's accuracy (default: all of val/)")
         g.add_argument("--benchmark", type=Path, default=None,
                        help="NAS-Bench-201 table (nats_bench.csv): search the nb201 cell space and score the "
                             "front with the table")
-        g.add_argument("--checkpoint-every", type=_positive(int), default=1000,
+        g.add_argument("--checkpoint-every", type=positive(int), default=1000,
                        help="steps between checkpoints, besides every epoch's end (default: 1000)")
 
     def config(self, args, ctx: RunContext) -> GoldConfig:
@@ -484,27 +454,21 @@ class GOLDNAS(Method):
                              "nats_bench.csv)")
         cfg = self.config(args, ctx)
         space = self.space_of(args, ctx)
-        (lo, _), (plo, _) = space.madds_range(), space.params_range()
-        if cfg.budget_madds is not None and cfg.budget_madds < lo:
-            raise ValueError(f"--budget-madds {format_count(cfg.budget_madds)} is below the smallest architecture of "
-                             f"{space.name!r} ({format_count(lo)} MAdds)")
-        if cfg.budget_params is not None and cfg.budget_params < plo:
-            raise ValueError(f"--budget-params {format_count(cfg.budget_params)} is below the smallest architecture "
-                             f"of {space.name!r} ({format_count(plo)} params)")
+        for warning in Budget(cfg.budget_madds, cfg.budget_params).check(space):  # below the space: an error
+            log.warning("%s", warning)
         if ctx.world > 1:
             raise ValueError("--method goldnas runs in one process; distributed runs are ST-NAS's")
 
     def run(self, args, ctx: RunContext) -> dict:
-        from stnas.benchmarks import NB201Table
+        from stnas.benchmarks import NB201Table, check_table_space
         from stnas.data import data_root
         from stnas.data.search import SearchData
-        from stnas.methods.drnas import _check_table_space
 
         space = self.space_of(args, ctx)
         cfg = self.config(args, ctx)
         table = None
         if args.benchmark is not None:
-            _check_table_space(space)
+            check_table_space(space)
             table = NB201Table.load(args.benchmark)
         dev = ctx.device
         amp = use_amp(dev, ctx.amp)

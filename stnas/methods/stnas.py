@@ -48,12 +48,12 @@ from torch import nn
 from stnas.evaluate.rank import kendall_tau
 from stnas.evaluate.snapshot import SnapshotEvaluator
 from stnas.io import load_checkpoint, write_csv, write_json
-from stnas.methods.base import Method, RunContext, register
+from stnas.methods.base import Method, RunContext, count, register
 from stnas.optim import SGLD
 from stnas.plots import plot_pareto, plot_stability
 from stnas.runtime import use_amp
 from stnas.spaces import Budget, CellSpace, Space
-from stnas.spaces.budget import format_count, parse_count
+from stnas.spaces.budget import format_count
 from stnas.strategies.evolution import Candidate, EvolutionConfig, best_under, evolve, pareto_front
 from stnas.supernet import SuperNet
 from stnas.train.base import Hook
@@ -405,14 +405,6 @@ def space_defaults(space: Space) -> dict:
     return DEMO_DEFAULTS if space.resolution <= 64 else IMAGENET_DEFAULTS
 
 
-def _count(text: str) -> float:
-    import argparse
-
-    try:
-        return parse_count(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
 
 def search_data(ctx: RunContext, space: Space, batch_size: int, seed: int = 0, eval_images: int | None = None):
     """The single-path search's data on ``ctx``'s device: training batches, BN-recalibration batches
@@ -442,9 +434,9 @@ class STNAS(Method):
     demo_space, data_space = "demo", "tas"
 
     def add_arguments(self, g) -> None:
-        g.add_argument("--budget-madds", type=_count, nargs="+", default=None,
+        g.add_argument("--budget-madds", type=count, nargs="+", default=None,
                        help="MAdds budget(s), e.g. 320M 500M (default: the middle of the space's range)")
-        g.add_argument("--budget-params", type=_count, default=None, help="optional parameter budget, e.g. 5.5M")
+        g.add_argument("--budget-params", type=count, default=None, help="optional parameter budget, e.g. 5.5M")
         g.add_argument("--optimizer", choices=["sgld", "sgd"], default="sgld",
                        help="shared-weight sampler: SGLD (ST-NAS, default) or plain SGD (the baseline)")
         g.add_argument("--burn-in", type=int, default=None, help="steps before the first snapshot (default: by space)")
