@@ -79,6 +79,21 @@ def field_checks(source: str = ""):
     return fail, obj, integer, check_keys
 
 
+def read_header(data, source: str, sections: tuple[str, ...]):
+    """The part every cell-like space file shares: a mapping with exactly ``name``, ``input``
+    (``resolution``, optional ``channels``), ``num_classes`` and the kind's ``sections``; the name a
+    non-empty string. Returns the checks of :func:`field_checks`, the mapping and its ``input``."""
+    fail, obj, integer, check_keys = field_checks(source)
+    data = obj(data, "<top level>")
+    keys = ("name", "input", "num_classes", *sections)
+    check_keys(data, "<top level>", set(keys), keys)
+    if not isinstance(data["name"], str) or not data["name"]:
+        fail(f"'name' must be a non-empty string, got {data['name']!r}")
+    inp = obj(data["input"], "input")
+    check_keys(inp, "input", {"resolution", "channels"}, ("resolution",))
+    return (fail, obj, integer, check_keys), data, inp
+
+
 def register_kind(cls: type["Space"]) -> type["Space"]:
     """Class decorator: make ``type: <cls.kind>`` in space files build ``cls``."""
     _KINDS[cls.kind] = cls

@@ -38,7 +38,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 
-from stnas.spaces.base import Cost, Decision, Space, field_checks, register_kind
+from stnas.spaces.base import Cost, Decision, Space, read_header, register_kind
 from stnas.spaces.errors import SpaceError
 from stnas.spaces.ops import conv_cost, get_op, is_op, op_cost, op_names
 
@@ -268,15 +268,7 @@ class CellSpace(Space):
 
     @classmethod
     def _parse(cls, data, source: str = "") -> "CellSpace":
-        fail, obj, integer, check_keys = field_checks(source)
-
-        data = obj(data, "<top level>")
-        check_keys(data, "<top level>", {"name", "input", "num_classes", "cell", "skeleton"},
-                   ("name", "input", "num_classes", "cell", "skeleton"))
-        if not isinstance(data["name"], str) or not data["name"]:
-            fail(f"'name' must be a non-empty string, got {data['name']!r}")
-        inp = obj(data["input"], "input")
-        check_keys(inp, "input", {"resolution", "channels"}, ("resolution",))
+        (fail, obj, integer, check_keys), data, inp = read_header(data, source, ("cell", "skeleton"))
         cell = obj(data["cell"], "cell")
         check_keys(cell, "cell", {"nodes", "ops"}, ("nodes", "ops"))
         skeleton = obj(data["skeleton"], "skeleton")

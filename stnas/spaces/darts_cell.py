@@ -46,7 +46,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from stnas.spaces.base import Cost, Decision, Space, field_checks, register_kind
+from stnas.spaces.base import Cost, Decision, Space, read_header, register_kind
 from stnas.spaces.errors import SpaceError
 from stnas.spaces.ops import OpDef, conv_cost, conv_out, get_op, is_op, register_op
 
@@ -196,14 +196,7 @@ class DartsGoldSpace(Space):
 
     @classmethod
     def _parse(cls, data, source: str = "") -> "DartsGoldSpace":
-        fail, obj, integer, check_keys = field_checks(source)
-        data = obj(data, "<top level>")
-        check_keys(data, "<top level>", {"name", "input", "num_classes", "cell", "skeleton"},
-                   ("name", "input", "num_classes", "cell", "skeleton"))
-        if not isinstance(data["name"], str) or not data["name"]:
-            fail(f"'name' must be a non-empty string, got {data['name']!r}")
-        inp = obj(data["input"], "input")
-        check_keys(inp, "input", {"resolution", "channels"}, ("resolution",))
+        (fail, obj, integer, check_keys), data, inp = read_header(data, source, ("cell", "skeleton"))
         cell = obj(data["cell"], "cell")
         check_keys(cell, "cell", {"ops"}, ("ops",))
         skeleton = obj(data["skeleton"], "skeleton")
