@@ -9,6 +9,7 @@ from stnas.methods.base import Method, RunContext, get_method, method_names, reg
 from stnas.methods import stnas as _stnas  # noqa: F401  (registers)
 from stnas.methods import drnas as _drnas  # noqa: F401  (registers darts and drnas)
 from stnas.methods import goldnas as _goldnas  # noqa: F401
+from stnas.methods import crnas as _crnas  # noqa: F401
 
 DEFAULT_METHOD = "stnas"
 
