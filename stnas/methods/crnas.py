@@ -309,7 +309,8 @@ def run_crnas(space: ResNetSpace, task, cfg: CRNASConfig, out: Path, *, resume: 
         for rank, (g, s) in enumerate(beams):
             beam_rows.append({"block": i + 1, "rank": rank, "score": s,
                               "dilations": "".join("?" if v is None else str(v) for v in g[space.num_stages:])})
-        log.info("beam: block %d of %d fixed, best %.3f (%s)", i + 1, space.total, beams[0][1], beam_rows[-len(beams)]["dilations"])
+        log.info("beam: block %d of %d fixed, best %.3f (dilations %s)", i + 1, space.total, beams[0][1],
+                 beam_rows[-len(beams)]["dilations"])
 
     spatial_scorer = PartialScorer(space, task.evaluate, cfg.seed, "spatial search", progress_bars)
     dil_genes = list(range(space.num_stages, space.num_stages + space.total))

@@ -353,18 +353,18 @@ class ResNetSpace(Space):
         near = self.neighbours(blocks)
         if near and rng.random() < prob:
             blocks, changed = rng.choice(near), True
-        others = [d for d in self.dilation_choices]
-        if len(others) > 1:
+        choices = self.dilation_choices
+        if len(choices) > 1:
             for k in range(self.total):
                 if rng.random() < prob:
-                    dil[k] = rng.choice([d for d in others if d != dil[k]])
+                    dil[k] = rng.choice([d for d in choices if d != dil[k]])
                     changed = True
         if not changed:
-            if near and (len(others) < 2 or rng.random() < 0.5):
+            if near and (len(choices) < 2 or rng.random() < 0.5):
                 blocks = rng.choice(near)
-            elif len(others) > 1:
+            elif len(choices) > 1:
                 k = rng.randrange(self.total)
-                dil[k] = rng.choice([d for d in others if d != dil[k]])
+                dil[k] = rng.choice([d for d in choices if d != dil[k]])
         return ResNetArch(tuple(blocks), tuple(dil))
 
     def crossover(self, a: ResNetArch, b: ResNetArch, rng: random.Random) -> ResNetArch:
@@ -374,7 +374,7 @@ class ResNetSpace(Space):
         return ResNetArch(blocks, tuple(x if rng.random() < 0.5 else y for x, y in zip(a.dilations, b.dilations)))
 
     def largest(self) -> ResNetArch:
-        best = max(self.allocations, key=lambda a: sum(self.choice_cost(s, n) [0] for s, n in enumerate(a)))
+        best = max(self.allocations, key=lambda a: sum(self.choice_cost(s, n)[0] for s, n in enumerate(a)))
         return ResNetArch(best, (min(self.dilation_choices),) * self.total)
 
     def smallest(self) -> ResNetArch:
