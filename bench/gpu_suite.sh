@@ -29,6 +29,19 @@ build() {
   echo "built in $(( $(date +%s) - t0 )) s" | tee -a "$log"
 }
 
+# CR-NAS detection throughput (supernet Faster R-CNN + FPN against torchvision's ResNet-50-FPN at the same
+# size) needs torchvision's compiled ops built for this torch; without them the suite says so and goes on.
+crnas_detection() {  # crnas_detection TIMEOUT_S [bench args...]
+  local limit=$1; shift
+  if python3 -c "import torch, torchvision.ops as o; o.nms(torch.zeros(1, 4), torch.zeros(1), 0.5)" > /dev/null 2>&1; then
+    timeout "$limit" python3 bench/bench_crnas_detection.py --device cuda --size 800 --batch 8 "$@" \
+      --out "$out/crnas_detection_cuda.json" 2>&1 | tail -8 | tee -a "$log"
+  else
+    echo "bench_crnas_detection skipped: torchvision's detection ops do not run with this torch" \
+      "(pip install -r requirements-detection.txt)" | tee -a "$log"
+  fi
+}
+
 if [ "$stage" = quick ]; then
   build || exit 1
   step "GPU-only tests (the cuda marker, and every test id naming cuda)"
@@ -45,6 +58,7 @@ if [ "$stage" = quick ]; then
     --out "$out/masked_path_sum_cuda.json" 2>&1 | tail -12 | tee -a "$log"
   timeout 120 python3 bench/bench_supernet.py --device cuda --data synthetic --impls stnas,spos --reps 2 \
     --out "$out/supernet_cuda.json" 2>&1 | grep -v '^USDT' | tail -12 | tee -a "$log"
+  crnas_detection 120 --warmup 5 --reps 10
   step "done"
   exit 0
 fi
@@ -77,5 +91,6 @@ if [ "$stage" = all ] || [ "$stage" = bench ]; then
   if [ -f "$tar" ]; then
     python3 bench/bench_data.py --device cuda --tar "$tar" --out "$out/data_cuda.json" 2>&1 | tee -a "$log"
   fi
+  crnas_detection 600
 fi
 step "done"
