@@ -119,9 +119,10 @@ class GatedCell(GoldCellBase):
     parameters, as DARTS's search cells); node i sums ``gate[e, o] * op_o(node j)`` over its unpruned
     paths through one masked_path_sum."""
 
-    def __init__(self, site: GoldCell, ops: tuple[str, ...]):
+    def __init__(self, site: GoldCell, ops: tuple[str, ...], share_relu: bool = False):
         super().__init__(site, [ops] * len(EDGES), affine=False)
         self.ops = ops
+        self.share_relu = share_relu  # TopoNAS's module sharing: one ReLU per source node
         self._active: tuple = ()
 
     def plan(self, mask: list[list[bool]]) -> None:
@@ -135,6 +136,10 @@ class GatedCell(GoldCellBase):
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
         """``gates``: (14, ops), this cell's gates."""
+        if self.share_relu:
+            from stnas.supernet.toponas import shared_relu_cell_forward
+
+            return shared_relu_cell_forward(self, s0, s1, gates)
         states = [self.pre0(s0), self.pre1(s1)]
         n = len(self.ops)
         for dst, (row0, count, active) in zip(range(INPUT_NODES, INPUT_NODES + STEPS), self._active):
@@ -154,13 +159,16 @@ class GatedCellNet(_Gated, nn.Module):
     """GOLD-NAS's supernet of a darts-gold space: ``alpha`` (cells x 14 x ops) gate logits, initialised to
     ``gate_init`` (a logit: 0 gives gates of 0.5); buffer ``mask`` (same shape, bool): the ops still in."""
 
-    def __init__(self, space: DartsGoldSpace | str, gate_init: float = 0.0):
+    def __init__(self, space: DartsGoldSpace | str, gate_init: float = 0.0, simplify=None):
         super().__init__()
         space = Space.load(space)
         if not isinstance(space, DartsGoldSpace):
             raise SpaceError(f"GatedCellNet takes a darts-gold space, got a {space.kind!r} space ({space.name!r})")
         self.space = space
-        self.stem, self.cells, self.classifier = gold_skeleton(space, lambda site: GatedCell(site, space.ops))
+        # simplify (TopoNAS): on darts-gold only module sharing applies (no candidate is linear in relu(x)
+        # beside another: skip reads x, the separable conv is non-linear inside).
+        share = bool(simplify)
+        self.stem, self.cells, self.classifier = gold_skeleton(space, lambda site: GatedCell(site, space.ops, share))
         shape = (space.num_cells, len(EDGES), len(space.ops))
         self.alpha = nn.Parameter(torch.full(shape, float(gate_init)))
         self.register_buffer("mask", torch.ones(shape, dtype=torch.bool))
@@ -201,8 +209,8 @@ class GatedNB201Net(_Gated, MixedCellNet):
     gates ``sigmoid(alpha)`` (edges x ops, shared by every cell); ``none`` stays unpruned and ungated (a
     zero path, never computed), so every edge keeps at least one entry in the mask."""
 
-    def __init__(self, space: CellSpace | str, gate_init: float = 0.0):
-        super().__init__(space, weighting="softmax")
+    def __init__(self, space: CellSpace | str, gate_init: float = 0.0, simplify=None):
+        super().__init__(space, weighting="softmax", simplify=simplify)
         space = self.space
         del self.beta  # the gates take the architecture parameters' place
         shape = (len(space.edges), len(space.ops))
@@ -255,13 +263,13 @@ class GatedNB201Net(_Gated, MixedCellNet):
                 fixed.params + int(round(float((keep * self._op_params.cpu()).sum()))))
 
 
-def gated_net(space, gate_init: float = 0.0) -> nn.Module:
+def gated_net(space, gate_init: float = 0.0, simplify=None) -> nn.Module:
     """The gated supernet of ``space``: :class:`GatedCellNet` for darts-gold, :class:`GatedNB201Net` for a
-    cell space."""
+    cell space; ``simplify``: TopoNAS's simplification (:mod:`stnas.supernet.toponas`)."""
     space = Space.load(space)
     if isinstance(space, DartsGoldSpace):
-        return GatedCellNet(space, gate_init)
+        return GatedCellNet(space, gate_init, simplify)
     if isinstance(space, CellSpace):
-        return GatedNB201Net(space, gate_init)
+        return GatedNB201Net(space, gate_init, simplify)
     raise SpaceError(f"GOLD-NAS searches darts-gold and cell (NAS-Bench-201) spaces; {space.name!r} is a "
                      f"{space.kind!r} space")

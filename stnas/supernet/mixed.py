@@ -30,6 +30,9 @@ GiB; this one 2.5-3.2 s/step (1.3-1.65x against the run beside it), 1.55 GiB; wi
 2.8-3.1 s/step. Noisy: other jobs shared the cores; rerun on a quiet machine before quoting. The peak falls
 because ``none`` and the duplicated ReLU / pooling outputs are no longer kept for the backward.
 
+``simplify=...`` builds :class:`~stnas.supernet.toponas.SimplifiedMixedCell` instead (TopoNAS's merged
+edges: one conv of the summed kernels per edge and one BN, the same parameters and derivation).
+
 Partial channels (PC-DARTS, Xu et al., ICLR 2020; DrNAS's progressive search): with ``partial_channels=K``
 the ops of an edge see the first C/K channels of their source, the other channels bypass, and the edge's
 output is ``channel_shuffle(cat(mixed, bypass), K)``. The shuffle is the same permutation on every edge of
@@ -202,7 +205,7 @@ class MixedCellNet(nn.Module):
     ones) and uses them in every cell."""
 
     def __init__(self, space: CellSpace | str, weighting: str = "softmax", partial_channels: int = 1, *,
-                 fuse_convs: bool = False):
+                 fuse_convs: bool = False, simplify=None):
         super().__init__()
         space = Space.load(space)
         if not isinstance(space, CellSpace):
@@ -216,8 +219,17 @@ class MixedCellNet(nn.Module):
                 raise SpaceError(f"MixedCellNet: partial_channels={partial_channels} must divide every stage width "
                                  f"{tuple(space.stage_channels)}")
         self.space, self.weighting, self.partial_channels = space, weighting, partial_channels
-        self.stem, self.body, self.head = cell_skeleton(
-            space, lambda site: MixedCell(space.nodes, space.ops, site.channels, partial_channels, fuse_convs))
+        from stnas.supernet.toponas import Simplify, SimplifiedMixedCell
+
+        # simplify (TopoNAS, stnas.supernet.toponas): merged edges; True, a dict of options or a Simplify.
+        self.simplify = Simplify.of(simplify)
+        if self.simplify is not None:
+            def make(site):
+                return SimplifiedMixedCell(space.nodes, space.ops, site.channels, partial_channels, self.simplify)
+        else:
+            def make(site):
+                return MixedCell(space.nodes, space.ops, site.channels, partial_channels, fuse_convs)
+        self.stem, self.body, self.head = cell_skeleton(space, make)
         num_edges, num_ops = len(space.edges), len(space.ops)
         # One beta for every cell (DARTS and DrNAS on NAS-Bench-201), initialised as their code does.
         self.beta = nn.Parameter(1e-3 * torch.randn(num_edges, num_ops))
@@ -234,7 +246,7 @@ class MixedCellNet(nn.Module):
         return [p for name, p in self.named_parameters() if name != "beta"]
 
     def cells(self) -> list[MixedCell]:
-        return [m for m in self.body if isinstance(m, MixedCell)]
+        return [m for m in self.body if hasattr(m, "plan")]
 
     def _sync_mask(self) -> None:
         """Copy the mask to the host and re-plan the cells: forward never reads the device mask (no sync)."""
@@ -290,7 +302,7 @@ class MixedCellNet(nn.Module):
         w = self.sample_weights() if weights is None else weights
         x = self.stem(x)
         for module in self.body:
-            x = module(x, w) if isinstance(module, MixedCell) else module(x)
+            x = module(x, w) if hasattr(module, "plan") else module(x)
         return self.head(x)
 
     # ---------------------------------------------------------------- derive and prune
@@ -347,6 +359,8 @@ class MixedCellNet(nn.Module):
                     elif any(True for _ in module.parameters()) or any(True for _ in module.buffers()):
                         raise NotImplementedError(f"MixedCellNet.widen: no net2wider rule for {type(module).__name__}")
             cell.k = new_k
+            if hasattr(cell, "widened"):
+                cell.widened()
         self.partial_channels = new_k
         self._sync_mask()
 

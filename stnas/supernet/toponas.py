@@ -1,0 +1,339 @@
+"""TopoNAS-style simplification of mixed ops (after "Efficient NAS through topological simplification of
+searchable paths", arXiv 2408.01311): the same search, with cheaper mixed edges.
+
+Only the paper's abstract is public to us; it names three parts (modelling the non-linearity that keeps
+paths from being reparameterised naively, iterative module sharing, kernel normalisation). What follows
+is our design for each; ``docs/toponas.md`` says which part is the paper's and which is ours, with
+measured figures.
+
+1. **Which paths can merge (the non-linearity).** An edge of NAS-Bench-201 carries
+   ``w_skip * x + w_pool * avgpool(x) + w_1 * BN(conv1x1(relu(x))) + w_3 * BN(conv3x3(relu(x)))``.
+   The ReLU splits the candidates into two groups by the input they are linear in: ``x`` (skip, pooling)
+   and ``relu(x)`` (the convs); per-op BatchNorm in training mode (batch statistics) makes each conv path
+   non-linear again. A group merges into one convolution only where it is linear: skip and pooling
+   always; the convs when their BN is moved behind the merged conv (``norm="merged"``) or removed
+   (``norm="none"``, the exact configuration).
+2. **Module sharing.** Parameter-free modules that begin several candidates on the same input run once:
+   the ReLU of a source node serves every conv of every out-edge (NAS-Bench-201: nor_conv_1x1 and
+   nor_conv_3x3; darts-gold: the separable convs and the factorized reduction).
+3. **Merging linear paths.** Per edge: ``conv(relu(x), sum_o w_o * pad(K_o))`` (a 1x1 kernel padded to the
+   centre of the 3x3) and one depthwise 3x3 conv of ``x`` with the kernel ``w_skip * delta + w_pool * J/9``
+   (identity as a centred delta, average pooling as the fixed box kernel). NAS-Bench-201 pools with
+   ``count_include_pad=False``: on the border ring a position averages fewer than 9 inputs. With
+   ``pool_border="exact"`` the merged output is corrected per position, ``a * z - (a - 1) * w_skip * x``
+   with ``a = 9 / count`` (``count``: ones convolved with the box, 1 in the interior), which equals the
+   unmerged sum exactly; ``"include"`` leaves the one conv as it is (``count_include_pad=True``
+   semantics on the border).
+4. **Normalisation** (``norm``, ``kernel_norm``). ``"merged"``: one BatchNorm (no affine, running
+   statistics) per edge after the merged conv, and the conv group keeps its total weight
+   ``s = sum_o w_o``: ``s * BN(conv(relu(x), sum_o (w_o / s) * pad(K_o_hat)))``, where ``K_o_hat`` is each
+   op's kernel normalised to unit L2 norm per output filter (``kernel_norm=True``) so that each op enters
+   the mix at a comparable scale, as its own BN would have put it, before the weights mix them. The scale
+   ``s`` is applied as the BN's weight, so no extra activation is kept for its gradient. ``"none"``: no BN
+   on the conv group; with ``kernel_norm=False`` the edge equals the unmerged weighted sum of the ops with
+   their BN removed (tested in float64, gradients of the architecture weights included).
+
+What is kept for the backward per edge: the merged conv's output (for its BN); the source's ReLU output
+and the node states serve every edge. The unmerged edge keeps each conv's output, each BN's output and the
+pooled output for the gradients of its weights; the merged edge gets those gradients through the kernel.
+
+Derivation, pruning (a pruned or ``none`` op leaves the merged kernel) and the op modules (their
+parameters keep their names, ``edges["2<-1"]["nor_conv_3x3"].conv.weight``) are those of
+:class:`~stnas.supernet.mixed.MixedCellNet`; each op's own BN stays in the module but is not used.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stnas.spaces.ops import get_op
+from stnas.supernet.cell_blocks import ReLUConvBN, edge_key
+
+NORMS = ("merged", "none")
+POOL_BORDERS = ("exact", "include")
+
+
+@dataclass(frozen=True)
+class Simplify:
+    """The options of the simplification (see the module's docstring); ``Simplify()`` is ``--simplify``."""
+
+    norm: str = "merged"          # "merged": one BN per edge after the merged conv; "none": no BN there
+    kernel_norm: bool = True      # each op's kernel at unit L2 norm per output filter before the mix
+    pool_border: str = "exact"    # "exact": count_include_pad=False reproduced; "include": one plain conv
+
+    def __post_init__(self):
+        if self.norm not in NORMS:
+            raise ValueError(f"Simplify: norm must be one of {NORMS}, got {self.norm!r}")
+        if self.pool_border not in POOL_BORDERS:
+            raise ValueError(f"Simplify: pool_border must be one of {POOL_BORDERS}, got {self.pool_border!r}")
+        if not isinstance(self.kernel_norm, bool):
+            raise ValueError(f"Simplify: kernel_norm must be a bool, got {self.kernel_norm!r}")
+
+    @classmethod
+    def of(cls, value) -> "Simplify | None":
+        """None/False: off; True: the defaults; a dict of fields; a Simplify."""
+        if value is None or value is False:
+            return None
+        if value is True:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, dict):
+            return cls(**value)
+        raise ValueError(f"simplify: expected a bool, a dict of {list(asdict(cls()))} or a Simplify, got {value!r}")
+
+
+def normalized_kernel(weight: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """``weight`` (out, in, kh, kw) with every output filter scaled to unit L2 norm."""
+    return weight / weight.flatten(1).norm(dim=1).clamp_min(eps)[:, None, None, None]
+
+
+def pad_kernel(weight: torch.Tensor, size: int) -> torch.Tensor:
+    """A k x k kernel zero-padded to the centre of a size x size kernel (k and size odd)."""
+    p = (size - weight.shape[-1]) // 2
+    return F.pad(weight, (p, p, p, p)) if p else weight
+
+
+def pool_count(height: int, width: int, kernel: int, device, dtype) -> torch.Tensor:
+    """(1, 1, H, W): how many inputs a 'same'-padded kernel x kernel window covers at each position
+    (ones convolved with the box kernel)."""
+    ones = torch.ones(1, 1, height, width, device=device, dtype=dtype)
+    box = torch.ones(1, 1, kernel, kernel, device=device, dtype=dtype)
+    return F.conv2d(ones, box, padding=kernel // 2)
+
+
+@dataclass(frozen=True)
+class _EdgePlan:
+    """One edge's merged schedule: ``convs`` (op index, op name) of the active ReLU-conv-BN ops merged into
+    one conv of kernel ``kernel``; ``skip`` / ``pool``: op index of the active identity / average pooling
+    (or None); ``alone``: other active ops, each run on its own."""
+
+    convs: tuple
+    kernel: int
+    skip: int | None
+    pool: int | None
+    alone: tuple
+
+
+def _is_mergeable_pool(module) -> bool:
+    return (isinstance(module, nn.AvgPool2d) and module.kernel_size in (3, (3, 3)) and module.stride in (1, (1, 1))
+            and module.padding in (1, (1, 1)) and not module.ceil_mode and module.divisor_override is None)
+
+
+def _is_mergeable_conv(module) -> bool:
+    conv = getattr(module, "conv", None)
+    return (isinstance(module, ReLUConvBN) and conv.stride == (1, 1) and conv.groups == 1 and conv.dilation == (1, 1)
+            and conv.bias is None and conv.kernel_size[0] == conv.kernel_size[1] and conv.kernel_size[0] % 2 == 1)
+
+
+class SimplifiedMixedCell(nn.Module):
+    """The simplified form of :class:`~stnas.supernet.mixed.MixedCell`: the same op modules (so the same
+    parameter names), each edge computed as at most one dense conv (plus one BN) and one depthwise conv.
+    Built by :class:`~stnas.supernet.mixed.MixedCellNet` with ``simplify=...``; has the ``plan`` /
+    ``_plan`` protocol of MixedCell."""
+
+    def __init__(self, nodes: int, ops: tuple[str, ...], channels: int, partial_channels: int = 1,
+                 simplify: Simplify | None = None):
+        super().__init__()
+        from stnas.supernet.mixed import MixedCell
+
+        # The op modules and their layout are MixedCell's, so that weights carry the same names.
+        base = MixedCell(nodes, ops, channels, partial_channels)
+        self.nodes, self.ops, self.channels, self.k = base.nodes, base.ops, base.channels, base.k
+        self.edge_list, self.edges = base.edge_list, base.edges
+        self.simplify = simplify or Simplify()
+        self.merged_bn = nn.ModuleDict()
+        if self.simplify.norm == "merged":
+            for dst, src in self.edge_list:
+                self.merged_bn[edge_key(dst, src)] = nn.BatchNorm2d(channels // partial_channels, affine=False)
+        self._plan = None
+        self._counts: dict = {}
+
+    def plan(self, mask: list[list[bool]]) -> tuple:
+        """Per edge an :class:`_EdgePlan` for host mask ``mask`` (edges x ops)."""
+        plans = []
+        for e, (dst, src) in enumerate(self.edge_list):
+            convs, alone, skip, pool = [], [], None, None
+            for o, name in enumerate(self.ops):
+                op = get_op(name)
+                if not mask[e][o] or op.zero:
+                    continue
+                module = self.edges[edge_key(dst, src)][name]
+                if op.identity:
+                    skip = o
+                elif _is_mergeable_conv(module):
+                    convs.append((o, name))
+                elif _is_mergeable_pool(module) and pool is None:
+                    pool = o
+                else:
+                    alone.append((o, name))
+            kernel = max((self.edges[edge_key(dst, src)][n].conv.kernel_size[0] for _, n in convs), default=0)
+            plans.append(_EdgePlan(tuple(convs), kernel, skip, pool, tuple(alone)))
+        return tuple(plans)
+
+    def widened(self) -> None:
+        """After :meth:`MixedCellNet.widen`: the merged BNs at the new width, with fresh statistics (the
+        merged output's channels are mixes of differently copied filters, so no old statistic carries)."""
+        for key, bn in self.merged_bn.items():
+            fresh = nn.BatchNorm2d(self.channels // self.k, affine=False, eps=bn.eps, momentum=bn.momentum)
+            self.merged_bn[key] = fresh.to(bn.running_mean.device)
+
+    # ---------------------------------------------------------------- forward
+
+    def _count(self, x: torch.Tensor) -> torch.Tensor:
+        """9 / count per position (1 in the interior), cached per shape, device and dtype."""
+        key = (x.shape[-2], x.shape[-1], x.device, x.dtype)
+        a = self._counts.get(key)
+        if a is None:
+            a = 9.0 / pool_count(x.shape[-2], x.shape[-1], 3, x.device, x.dtype)
+            self._counts[key] = a
+        return a
+
+    def _conv_group(self, key: str, plan: _EdgePlan, r: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        ops, cfg = self.edges[key], self.simplify
+        kernel = None
+        for o, name in plan.convs:
+            k = ops[name].conv.weight
+            k = pad_kernel(normalized_kernel(k) if cfg.kernel_norm else k, plan.kernel)
+            kernel = w[o] * k if kernel is None else kernel + w[o] * k
+        if cfg.norm == "none":
+            return F.conv2d(r, kernel, None, 1, plan.kernel // 2)
+        total = w[plan.convs[0][0]] if len(plan.convs) == 1 else w[[o for o, _ in plan.convs]].sum()
+        # The mix at unit total weight (BN divides the scale out anyway; this keeps its eps as per-op BN
+        # sees it), and the total weight back as the BN's weight, so no extra activation is saved for it.
+        z = F.conv2d(r, kernel / total.clamp_min(1e-12), None, 1, plan.kernel // 2)
+        bn = self.merged_bn[key]
+        if bn.training and bn.track_running_stats:
+            bn.num_batches_tracked.add_(1)
+        momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+        use_batch = bn.training or bn.running_mean is None
+        return F.batch_norm(z, bn.running_mean, bn.running_var, total.expand(z.shape[1]), None, use_batch,
+                            momentum, bn.eps)
+
+    def _linear_group(self, plan: _EdgePlan, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor | None:
+        if plan.pool is None:
+            return None if plan.skip is None else w[plan.skip] * x
+        c = x.shape[1]
+        box = x.new_full((1, 1, 3, 3), 1.0 / 9.0)
+        kernel = w[plan.pool] * box
+        if plan.skip is not None:
+            delta = x.new_zeros((1, 1, 3, 3))
+            delta[..., 1, 1] = 1.0
+            kernel = kernel + w[plan.skip] * delta
+        z = F.conv2d(x, kernel.expand(c, 1, 3, 3), None, 1, 1, 1, c)
+        if self.simplify.pool_border == "include":
+            return z
+        a = self._count(x)
+        z = z * a  # the pooled part divided by its own count; the identity part must not be
+        if plan.skip is not None:
+            z = z - ((a - 1.0) * w[plan.skip]) * x
+        return z
+
+    def _edge(self, e: int, x: torch.Tensor, r: torch.Tensor | None, w: torch.Tensor) -> torch.Tensor | None:
+        """The mixed op of edge ``e`` on its source ``x`` (``r``: relu(x), shared by the source's out-edges)."""
+        plan, (dst, src) = self._plan[e], self.edge_list[e]
+        key = edge_key(dst, src)
+        parts = []
+        if plan.convs:
+            parts.append(self._conv_group(key, plan, r, w))
+        lin = self._linear_group(plan, x, w)
+        if lin is not None:
+            parts.append(lin)
+        for o, name in plan.alone:
+            parts.append(w[o] * self.edges[key][name](x))
+        if not parts:
+            return None
+        out = parts[0]
+        for p in parts[1:]:
+            out = out + p
+        return out
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """``weights``: (edges, ops), the network's weights for this forward; masked entries are unused."""
+        from stnas.ops import masked_path_sum
+        from stnas.supernet.mixed import channel_shuffle
+
+        k = self.k
+        part = x.shape[1] // k
+        states, bypass, relus = [x], [x[:, part:]] if k > 1 else None, {}
+        for dst in range(1, self.nodes):
+            row0 = dst * (dst - 1) // 2
+            total = None
+            for src in range(dst):
+                e = row0 + src
+                xs = states[src][:, :part] if k > 1 else states[src]
+                r = None
+                if self._plan[e].convs:  # module sharing: one ReLU per source node for all its out-edges
+                    r = relus.get(src)
+                    if r is None:
+                        r = relus[src] = torch.relu(xs)
+                y = self._edge(e, xs, r, weights[e])
+                if y is not None:
+                    total = y if total is None else total + y
+            if total is None:  # every input is none or pruned: a zero node (as MixedCell)
+                total = x.new_zeros((x.shape[0], part, *x.shape[2:]))
+            if k > 1:
+                passed = bypass[0] if dst == 1 else masked_path_sum(bypass)
+                node = channel_shuffle(torch.cat([total, passed], 1), k)
+                bypass.append(node[:, part:])
+            else:
+                node = total
+            states.append(node)
+        return states[-1]
+
+
+# ---------------------------------------------------------------------- darts-gold: module sharing only
+
+def _relu_first(module) -> nn.Module | None:
+    """The rest of ``module`` after its leading ReLU, as a callable on relu(x); None if it does not start
+    with a ReLU we know (darts-gold: SepConv's relu1, FactorizedReduce's ReLU)."""
+    from stnas.supernet.darts_blocks import FactorizedReduce, SepConv
+
+    if isinstance(module, SepConv):
+        rest = list(module)[1:]
+
+        def run(r):
+            for m in rest:
+                r = m(r)
+            return r
+        return run
+    if isinstance(module, FactorizedReduce):
+        return lambda r: module.bn(torch.cat([module.conv1(r), module.conv2(r[:, :, 1:, 1:])], 1))
+    return None
+
+
+def shared_relu_cell_forward(cell, s0: torch.Tensor, s1: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+    """A :class:`~stnas.supernet.gated.GatedCell` forward in which every op that begins with a ReLU reads
+    one relu(node) per source node (the same function, one ReLU and one saved activation per node
+    instead of one per op)."""
+    from stnas.ops import masked_path_sum
+    from stnas.spaces.darts_cell import EDGES, INPUT_NODES, STEPS
+
+    states = [cell.pre0(s0), cell.pre1(s1)]
+    relus: dict[int, torch.Tensor] = {}
+    n = len(cell.ops)
+    for dst, (row0, count, active) in zip(range(INPUT_NODES, INPUT_NODES + STEPS), cell._active):
+        ys = []
+        for k, on in enumerate(active):
+            if not on:
+                ys.append(None)
+                continue
+            e, o = row0 + k // n, k % n
+            src = EDGES[e][1]
+            module = cell.edges[edge_key(dst, src)][cell.ops[o]]
+            rest = _relu_first(module)
+            if rest is None:
+                ys.append(module(states[src]))
+            else:
+                r = relus.get(src)
+                if r is None:
+                    r = relus[src] = torch.relu(states[src])
+                ys.append(rest(r))
+        if any(active):
+            states.append(masked_path_sum(ys, gates[row0:row0 + count].reshape(-1), active))
+        else:
+            states.append(cell.zero_node(states[1]))
+    return torch.cat(states[INPUT_NODES:], 1)
