@@ -229,3 +229,37 @@ def plot_gold_trajectory(trajectory: Sequence[dict], path: Path, title: str = ""
     bx.grid(alpha=0.3)
     bx.legend(loc="upper right", fontsize=8)
     _save(fig, path)
+
+
+def plot_crnas_stages(rows: Sequence[dict], reference: Sequence[int], chosen: Sequence[int], metric: str,
+                      path: Path, title: str = "") -> None:
+    """CR-NAS's stage step: every scored allocation's score, best first (``rows``: ``{"blocks",
+    "score"}``), the chosen allocation in red and the original one in grey."""
+    if not rows or not is_main():
+        return
+    plt = _pyplot()
+    rows = sorted(rows, key=lambda r: -r["score"])
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.35 * len(rows) + 2), 3.6), dpi=120)
+    colours = ["tab:red" if tuple(r["blocks"]) == tuple(chosen) else
+               "tab:gray" if tuple(r["blocks"]) == tuple(reference) else "tab:blue" for r in rows]
+    ax.bar(range(len(rows)), [r["score"] for r in rows], color=colours)
+    ax.set_xticks(range(len(rows)), ["-".join(map(str, r["blocks"])) for r in rows], rotation=90, fontsize=7)
+    ax.set_xlabel("blocks per stage")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{title}\nred: chosen, gray: original {'-'.join(map(str, reference))}", fontsize=9)
+    ax.grid(alpha=0.3, axis="y")
+    _save(fig, path)
+
+
+def plot_crnas_beam(rows: Sequence[dict], metric: str, path: Path, title: str = "") -> None:
+    """CR-NAS's spatial step: the score of every beam after each block's dilation is fixed (``rows``:
+    ``{"block", "rank", "score"}``)."""
+    if not rows or not is_main():
+        return
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=120)
+    for rank in sorted({r["rank"] for r in rows}):
+        pts = [(r["block"], r["score"]) for r in rows if r["rank"] == rank]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o", ms=3, label=f"beam {rank + 1}")
+    _finish(fig, ax, path, "blocks whose dilation is fixed (the rest drawn per batch)", metric,
+            title or "CR-NAS: spatial step (beam search)")

@@ -16,7 +16,7 @@ from stnas.data.errors import DataError
 from stnas.spaces import Space, SpaceError
 from stnas.spaces.resnet import CRNAS_STAGES, ResNetArch, ResNetSpace
 from stnas.strategies.beam import OPEN, BeamConfig, beam_search, complete
-from stnas.supernet import inherit
+from stnas.supernet import SuperNet, build, inherit
 from stnas.supernet.resnet import DilatedConv, ResNetNet, batch_statistics
 
 TINY_BOTTLENECK = {"type": "resnet", "name": "tiny-bottleneck", "input": {"resolution": 32, "channels": 3},
@@ -129,6 +129,44 @@ def test_supernet_path_equals_the_standalone_resnet_with_inherited_weights(spec)
         for a, b in zip(sup.features(x, arch), model.features(x)):
             assert torch.equal(a, b)
     assert sum(len(s) for s in sup.stages) == sum(space.stage_max)
+
+
+def test_supernet_and_build_dispatch_resnet_spaces(tmp_path):
+    """SuperNet(space) gives the ResNet supernet; build(arch file) its standalone network, which inherits
+    the supernet's weights and computes what the supernet's path computes."""
+    space = Space.from_dict(TINY_BOTTLENECK)
+    sup = SuperNet(space)
+    assert isinstance(sup, ResNetNet) and sup.is_supernet
+    assert isinstance(SuperNet("resnet-demo"), ResNetNet)
+    arch = space.sample(random.Random(4))
+    path = tmp_path / "arch.json"  # as CR-NAS writes it: the space inline, then the architecture
+    path.write_text(json.dumps({"space": space.to_dict(), "arch": arch.to_dict()}))
+    for given in (path, str(path), json.loads(path.read_text())):
+        model = build(given)
+        assert isinstance(model, ResNetNet) and model.arch == arch and not model.is_supernet
+    assert build(arch, space).arch == arch
+    model = build(path).inherit(sup)
+    x = torch.randn(2, 3, 32, 32)
+    sup.eval(), model.eval()
+    assert torch.equal(sup(x, arch), model(x))
+    with pytest.raises(ValueError, match="this is a supernet"):
+        sup.inherit(sup)
+
+
+def test_crnas_figures_come_from_the_figure_writer(tmp_path):
+    from stnas.plots import plot_crnas_beam, plot_crnas_stages
+
+    rows = [{"blocks": [2, 2, 2, 2], "score": 3.0}, {"blocks": [1, 3, 2, 2], "score": 4.5}]
+    plot_crnas_stages(rows, (2, 2, 2, 2), (1, 3, 2, 2), "top-1 (%)", tmp_path / "stages.png", "t")
+    beams = [{"block": b, "rank": r, "score": b + r} for b in (1, 2, 3) for r in (0, 1)]
+    plot_crnas_beam(beams, "top-1 (%)", tmp_path / "beam.png", "t")
+    for name in ("stages.png", "beam.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    plot_crnas_stages([], (2, 2, 2, 2), (2, 2, 2, 2), "m", tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()
+    import stnas.methods.crnas as crnas
+
+    assert not [n for n in vars(crnas) if n.startswith("plot_") and n not in ("plot_crnas_beam", "plot_crnas_stages")]
 
 
 def test_dilations_share_the_three_by_three_weights():
@@ -258,8 +296,8 @@ def test_search_detection_fails_in_one_line(tmp_path, capsys):
 TINY_CLS = {"type": "resnet", "name": "tiny-cls", "input": {"resolution": 16, "channels": 3}, "num_classes": 10,
             "skeleton": {"block": "basic", "stem": {"width": 4, "kernel": 3, "stride": 1, "pool": False},
                          "widths": [4, 8, 8, 8], "blocks": [2, 2, 2, 2]}, "search": {}}
-ARGS = ["--task", "classification", "--stage-epochs", "1", "--spatial-epochs", "1", "--max-allocations", "3",
-        "--beam-k", "1", "--batch-size", "256", "--no-progress", "--checkpoint-every", "2"]
+ARGS = ["--task", "classification", "--stage-epochs", "1", "--spatial-epochs", "1", "--final-epochs", "1",
+        "--max-allocations", "3", "--beam-k", "1", "--batch-size", "256", "--no-progress", "--checkpoint-every", "2"]
 
 
 def test_classification_search_writes_its_outputs_and_resumes_exactly(tmp_path, monkeypatch):
@@ -274,6 +312,12 @@ def test_classification_search_writes_its_outputs_and_resumes_exactly(tmp_path, 
     space = Space.load(TINY_CLS)
     arch = space.arch_from_dict(json.loads((tmp_path / "a" / "arch.json").read_text()))
     assert list(arch.blocks) == result["allocation"]
+    # The found and the original network, each fine-tuned alike from the stage supernet, both scored.
+    tuned = result["fine_tuned"]
+    assert tuned["epochs"] == 1 and tuned["init"] == "stage supernet"
+    assert all(0.0 <= tuned[k] <= 100.0 for k in ("found", "original"))
+    for key in ("found", "original"):
+        assert (tmp_path / "a" / f"finetune_{key}.ckpt").is_file()
 
     # Interrupted in the spatial supernet's training, then resumed: the same result, bit for bit.
     from stnas.train.single_path import SinglePathTrainer
@@ -295,6 +339,43 @@ def test_classification_search_writes_its_outputs_and_resumes_exactly(tmp_path, 
     assert again == {**result}
     from stnas.io import load_checkpoint
 
-    wa = load_checkpoint(tmp_path / "a" / "spatial_supernet.ckpt")["model"]
-    wb = load_checkpoint(tmp_path / "b" / "spatial_supernet.ckpt")["model"]
-    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    for name in ("spatial_supernet.ckpt", "finetune_found.ckpt", "finetune_original.ckpt"):
+        wa = load_checkpoint(tmp_path / "a" / name)["model"]
+        wb = load_checkpoint(tmp_path / "b" / name)["model"]
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+    # The found architecture's file goes through the one builder: retrained and exported from the CLI.
+    arch_file = tmp_path / "a" / "arch.json"
+    assert main(["retrain", str(arch_file), "--epochs", "1", "--batch-size", "256", "--no-progress",
+                 "--out", str(tmp_path / "r")]) == 0
+    assert json.loads((tmp_path / "r" / "result.json").read_text())["arch"] == arch.to_dict()
+    assert main(["export", "--checkpoint", str(tmp_path / "a" / "stage_supernet.ckpt"), "--arch", str(arch_file),
+                 "--batch-size", "256", "--out", str(tmp_path / "model.ckpt")]) == 0
+    from stnas.models import load
+
+    model = load(tmp_path / "model.ckpt")
+    assert isinstance(model, ResNetNet) and model.arch == arch
+    assert load(tmp_path / "a" / "stage_supernet.ckpt").is_supernet
+
+
+def test_task_auto_falls_back_with_one_warning(tmp_path, monkeypatch, capsys, caplog):
+    """Without torchvision/pycocotools --task auto runs classification and says so once (check and run
+    both resolve the task)."""
+    import stnas.detection
+    import stnas.methods.crnas as crnas
+
+    monkeypatch.setattr(stnas.detection, "detection_missing", lambda: "torchvision is not installed (test)")
+    seen = []
+
+    def stop(space, task, cfg, out, **kw):
+        seen.append(cfg.task)
+        raise ValueError("stopped before training (test)")
+
+    monkeypatch.setattr(crnas, "run_crnas", stop)
+    space_file = tmp_path / "tiny.json"
+    space_file.write_text(json.dumps(TINY_CLS))
+    rc = main(["search", "--method", "crnas", "--space", str(space_file), "--task", "auto", "--batch-size", "256",
+               "--no-progress", "--out", str(tmp_path / "o")])
+    assert rc == 2 and seen == ["classification"] and "stopped before training" in capsys.readouterr().err
+    said = [r.getMessage() for r in caplog.records if "torchvision/pycocotools unavailable" in r.getMessage()]
+    assert len(said) == 1, said

@@ -143,10 +143,14 @@ def cmd_export(args) -> int:
     _check_common(args)
     setup_logging()
     space, ck = _space_of_checkpoint(args.checkpoint)
+    weights = ck["snapshots"][-1] if ck.get("snapshots") else ck["model"]
+    if any(k.startswith("backbone.") for k in weights):
+        raise ValueError(f"{args.checkpoint} is a detector's checkpoint (CR-NAS --task detection); export makes "
+                         "classifiers: take a classification supernet's checkpoint")
     arch = space.arch_from_dict(read_arch_json(args.arch))
     data, dev = _search_data_of_run(args, space, ck)
     net = SuperNet(space)
-    net.load_state_dict(ck["snapshots"][-1] if ck.get("snapshots") else ck["model"])
+    net.load_state_dict(weights)
     model = build(arch, space).inherit(net)
     recalibrate_bn(model, None, [x.float() for x in data.recal_batches("cpu")])  # the model is fp32, on the CPU
     madds, params = space.cost(arch)

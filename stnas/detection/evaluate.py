@@ -60,5 +60,6 @@ def coco_ap(split: CocoSplit, results: list[dict]) -> dict:
     return {"ap": round(stats[0], 3), "ap50": round(stats[1], 3), "ap75": round(stats[2], 3)}
 
 
-def evaluate_ap(detector, split: CocoSplit, batch_size: int, device, arch_of_batch=None) -> dict:
-    return coco_ap(split, detect(detector, split, batch_size, device, arch_of_batch))
+def evaluate_ap(detector, split: CocoSplit, batch_size: int, device, arch_of_batch=None,
+                batch_stats: bool = True) -> dict:
+    return coco_ap(split, detect(detector, split, batch_size, device, arch_of_batch, batch_stats))

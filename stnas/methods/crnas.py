@@ -10,7 +10,8 @@ search with K = 3 whose partial architectures are scored with the open blocks dr
 every validation batch), arch-train / arch-val split of the training data, Faster R-CNN + FPN. Ours:
 every schedule and size below, the spatial supernet starting from the stage supernet's weights, the
 stage step scoring every admissible allocation (a uniform sample of them past ``max_allocations``),
-BatchNorm on batch statistics when scoring, and the final comparison in the supernets.
+BatchNorm on batch statistics when scoring a supernet, and the final comparison: both networks
+fine-tuned alike from the stage supernet's weights, where the paper retrains both detectors.
 
 The recipe (:func:`run_crnas`):
 
@@ -21,12 +22,16 @@ The recipe (:func:`run_crnas`):
    (``spatial_supernet.ckpt``, initialised from the stage supernet);
 4. spatial search: :func:`stnas.strategies.beam.beam_search` over the dilations, block by block, K = 3;
 5. the found architecture and the original (the skeleton's own allocation, dilation 1) scored on the
-   held-out split (detection: ``val``; classification: ``val/``).
+   held-out split (detection: ``val``; classification: ``val/``) in the supernets;
+6. the same two as standalone networks on one budget: each takes the stage supernet's weights (both
+   allocations trained there alike) and is fine-tuned ``final_epochs`` on the same batches, then
+   scored on the held-out split (``finetune_found.ckpt``, ``finetune_original.ckpt``).
 
-Outputs in ``out``: ``result.json`` (allocation, per-block dilations, scores of found and original),
-``arch.json`` (the found architecture with its space), ``stages.csv`` / ``stages.png`` (every
-allocation's score), ``beam.csv`` / ``beam.png`` (the beams after every block), the two supernet
-checkpoints (exact resume with ``--resume``), ``config.json``, ``summary.json``, ``search.log``.
+Outputs in ``out``: ``result.json`` (allocation, per-block dilations, the scores of found and original
+in the supernets, ``scores``, and fine-tuned, ``fine_tuned``), ``arch.json`` (the found architecture
+with its space), ``stages.csv`` / ``stages.png`` (every allocation's score), ``beam.csv`` /
+``beam.png`` (the beams after every block), the supernet and fine-tuning checkpoints (exact resume
+with ``--resume``), ``config.json``, ``summary.json``, ``search.log``.
 """
 from __future__ import annotations
 
@@ -39,6 +44,7 @@ import torch
 
 from stnas.io import load_checkpoint, write_csv, write_json
 from stnas.methods.base import Method, RunContext, positive, register
+from stnas.plots import plot_crnas_beam, plot_crnas_stages
 from stnas.runtime import autocast, progress, use_amp
 from stnas.spaces import Space
 from stnas.spaces.resnet import ResNetArch, ResNetSpace
@@ -53,6 +59,7 @@ class CRNASConfig:
     detector: str = "faster_rcnn"    # or "retinanet"
     stage_epochs: int = 12
     spatial_epochs: int = 6
+    final_epochs: int = 4            # fine-tuning of the found and of the original network each (0: none)
     lr: float = 0.02
     momentum: float = 0.9
     weight_decay: float = 1e-4
@@ -67,8 +74,8 @@ class CRNASConfig:
     def __post_init__(self):
         if self.task not in ("detection", "classification"):
             raise ValueError(f"--task must be detection or classification, got {self.task!r}")
-        if self.stage_epochs < 1 or self.spatial_epochs < 0:
-            raise ValueError("--stage-epochs must be >= 1 and --spatial-epochs >= 0")
+        if self.stage_epochs < 1 or self.spatial_epochs < 0 or self.final_epochs < 0:
+            raise ValueError("--stage-epochs must be >= 1, --spatial-epochs and --final-epochs >= 0")
         if self.beam_k < 1 or self.max_allocations < 1:
             raise ValueError("--beam-k and --max-allocations must be >= 1")
 
@@ -109,6 +116,17 @@ class PartialScorer:
 
 # ---------------------------------------------------------------------- the tasks
 
+def inherit_state(net: torch.nn.Module, weights: dict) -> torch.nn.Module:
+    """Load a standalone network's tensors from a supernet's state dict ``weights``, by name (the
+    standalone network's names are a subset of the supernet's). Returns ``net``."""
+    own = net.state_dict()
+    missing = [k for k in own if k not in weights]
+    if missing:
+        raise ValueError(f"the supernet's weights lack {len(missing)} of the network's tensors, e.g. {missing[0]}")
+    net.load_state_dict({k: weights[k] for k in own})
+    return net
+
+
 class ClassificationTask:
     """Top-1 of the supernet (its classifier head) on ImageFolder data; the shared single-path trainer."""
 
@@ -132,22 +150,37 @@ class ClassificationTask:
                                  checkpoint_every=self.cfg.checkpoint_every, device=self.device, progress=show,
                                  amp=self.amp, channels_last=self.device.type == "cuda")
 
+    def standalone(self, arch: ResNetArch, weights: dict) -> None:
+        """From now on the task trains and scores the standalone ResNet of ``arch``, its weights taken
+        from a supernet's state dict."""
+        from stnas.supernet.resnet import ResNetNet
+
+        self.net = inherit_state(ResNetNet(self.space, arch), weights).to(self.device)
+
     @torch.no_grad()
-    def evaluate(self, arch_of_batch, split: str = "arch-val") -> float:
+    def evaluate(self, arch_of_batch, split: str = "arch-val", batch_stats: bool = True) -> float:
+        """Top-1 (%); ``batch_stats``: BatchNorm on each batch's statistics (a supernet), else on the
+        running ones (a standalone network)."""
+        import contextlib
+
         from stnas.supernet.resnet import batch_statistics
 
         net = self.net
         was = net.training
         net.eval()
         correct = seen = 0
+        bn = batch_statistics(net) if batch_stats else contextlib.nullcontext()
         try:
-            with torch.random.fork_rng(devices=[]), batch_statistics(net), autocast(self.device, self.amp):
+            with torch.random.fork_rng(devices=[]), bn, autocast(self.device, self.amp):
                 for i, (x, y) in enumerate(self.data.eval_batches(self.device)):
                     correct += int((net(x, arch_of_batch(i)).argmax(1) == y).sum())
                     seen += y.numel()
         finally:
             net.train(was)
         return round(100.0 * correct / max(seen, 1), 4)
+
+    def evaluate_full(self, arch_of_batch, split: str = "val", batch_stats: bool = True) -> float:
+        return self.evaluate(arch_of_batch, split, batch_stats)
 
     def describe(self) -> dict:
         return {"task": "classification", **self.data.describe()}
@@ -188,54 +221,32 @@ class DetectionTask:
                                 checkpoint_every=self.cfg.checkpoint_every, device=self.device, progress=show,
                                 amp=self.amp, log_every=10)
 
-    def evaluate(self, arch_of_batch, split: str = "arch-val") -> float:
+    def standalone(self, arch: ResNetArch, weights: dict) -> None:
+        """From now on the task trains and scores the detector with the standalone ResNet of ``arch``,
+        its weights (backbone, FPN, heads) taken from a supernet detector's state dict."""
+        from stnas.detection.model import build_detector
+
+        self.net = inherit_state(build_detector(self.space, self.val.num_classes, self.det_cfg, arch),
+                                 weights).to(self.device)
+
+    def evaluate(self, arch_of_batch, split: str = "arch-val", batch_stats: bool = True) -> float:
         """AP@[.5:.95] (ties broken by AP@.5 / 1000)."""
-        ap = self.evaluate_full(arch_of_batch, split)
+        ap = self.evaluate_full(arch_of_batch, split, batch_stats)
         return ap["ap"] + ap["ap50"] / 1000
 
-    def evaluate_full(self, arch_of_batch, split: str = "val") -> dict:
+    def evaluate_full(self, arch_of_batch, split: str = "val", batch_stats: bool = True) -> dict:
+        """{"ap", "ap50", "ap75"}; ``batch_stats``: the backbone's BatchNorm on each batch's statistics
+        (a supernet), else on the running ones (a standalone network)."""
         from stnas.detection.evaluate import evaluate_ap
 
         with torch.random.fork_rng(devices=[]), autocast(self.device, self.amp):
             return evaluate_ap(self.net, self.arch_val if split == "arch-val" else self.val, self.cfg.eval_batch,
-                               self.device, arch_of_batch)
+                               self.device, arch_of_batch, batch_stats=batch_stats)
 
     def describe(self) -> dict:
         return {"task": "detection", "root": str(self.root), "detector": asdict(self.det_cfg),
                 "arch_train_images": len(self.train), "arch_val_images": len(self.arch_val),
                 "val_images": len(self.val), "classes": self.val.num_classes, "batch_size": self.cfg.batch_size}
-
-
-# ---------------------------------------------------------------------- figures
-
-def plot_stages(rows: list[dict], reference: tuple, best: tuple, metric: str, path: Path, title: str) -> None:
-    from stnas.plots import _pyplot, _save
-
-    plt = _pyplot()
-    rows = sorted(rows, key=lambda r: -r["score"])
-    fig, ax = plt.subplots(figsize=(max(5, 0.35 * len(rows) + 2), 3.6))
-    colours = ["tab:red" if tuple(r["blocks"]) == tuple(best) else
-               "tab:gray" if tuple(r["blocks"]) == tuple(reference) else "tab:blue" for r in rows]
-    ax.bar(range(len(rows)), [r["score"] for r in rows], color=colours)
-    ax.set_xticks(range(len(rows)), ["-".join(map(str, r["blocks"])) for r in rows], rotation=90, fontsize=7)
-    ax.set_ylabel(metric)
-    ax.set_title(f"{title}\nred: chosen, gray: original {'-'.join(map(str, reference))}", fontsize=9)
-    _save(fig, path)
-
-
-def plot_beam(rows: list[dict], metric: str, path: Path, title: str) -> None:
-    from stnas.plots import _pyplot, _save
-
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 3.6))
-    for rank in sorted({r["rank"] for r in rows}):
-        pts = [(r["block"], r["score"]) for r in rows if r["rank"] == rank]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"beam {rank + 1}")
-    ax.set_xlabel("blocks fixed (the rest drawn per batch)")
-    ax.set_ylabel(metric)
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
-    _save(fig, path)
 
 
 # ---------------------------------------------------------------------- the search
@@ -283,15 +294,13 @@ def run_crnas(space: ResNetSpace, task, cfg: CRNASConfig, out: Path, *, resume: 
     best_blocks = tuple(max(stage_rows, key=lambda r: r["score"])["blocks"])
     write_csv(out / "stages.csv", [{**r, "blocks": "-".join(map(str, r["blocks"]))} for r in stage_rows],
               ["blocks", "score", "madds", "params"])
-    plot_stages(stage_rows, reference.blocks, best_blocks, task.metric, out / "stages.png", title + ": stage step")
+    plot_crnas_stages(stage_rows, reference.blocks, best_blocks, task.metric, out / "stages.png", title + ": stage step")
     stage_found = ResNetArch(best_blocks, (1,) * space.total)
     log.info("stage step: allocation %s (%.3f) against the original %s (%.3f)", best_blocks,
              max(r["score"] for r in stage_rows), reference.blocks,
              next(r["score"] for r in stage_rows if tuple(r["blocks"]) == reference.blocks))
-    final = {"original_stage_supernet": task.evaluate_full(lambda i: reference, "val") if cfg.task == "detection"
-             else task.evaluate(lambda i: reference, "val"),
-             "stage_found_stage_supernet": task.evaluate_full(lambda i: stage_found, "val") if cfg.task == "detection"
-             else task.evaluate(lambda i: stage_found, "val")}
+    final = {"original_stage_supernet": task.evaluate_full(lambda i: reference, "val"),
+             "stage_found_stage_supernet": task.evaluate_full(lambda i: stage_found, "val")}
 
     # 3. the spatial supernet: the found allocation, dilations drawn per step, weights from the stage supernet
     trainer = task.trainer(lambda step: spatial_arch(space, best_blocks, cfg.seed, step), cfg.spatial_epochs,
@@ -317,20 +326,35 @@ def run_crnas(space: ResNetSpace, task, cfg: CRNASConfig, out: Path, *, resume: 
     found = beam_search(space, spatial_scorer, BeamConfig(k=cfg.beam_k, seed=cfg.seed), base=stage_found,
                         decisions=dil_genes, on_step=on_step)[0].arch
     write_csv(out / "beam.csv", beam_rows, ["block", "rank", "score", "dilations"])
-    plot_beam(beam_rows, task.metric, out / "beam.png", title + ": spatial step (beam search)")
+    plot_crnas_beam(beam_rows, task.metric, out / "beam.png", title + ": spatial step (beam search)")
 
-    # 5. found against original on the held-out split
-    if cfg.task == "detection":
-        final["found_spatial_supernet"] = task.evaluate_full(lambda i: found, "val")
-        final["stage_found_spatial_supernet"] = task.evaluate_full(lambda i: stage_found, "val")
-    else:
-        final["found_spatial_supernet"] = task.evaluate(lambda i: found, "val")
-        final["stage_found_spatial_supernet"] = task.evaluate(lambda i: stage_found, "val")
+    # 5. found against original on the held-out split, in the supernets
+    final["found_spatial_supernet"] = task.evaluate_full(lambda i: found, "val")
+    final["stage_found_spatial_supernet"] = task.evaluate_full(lambda i: stage_found, "val")
+
+    # 6. found against original as networks of their own, on the same budget: each the standalone
+    #    network of its architecture with the stage supernet's weights (where both allocations trained
+    #    alike), fine-tuned for the same epochs on the same batches, scored on the held-out split
+    comparison = {"init": "stage supernet", "epochs": cfg.final_epochs}
+    if cfg.final_epochs:
+        stage_weights = _supernet_weights(stage_ckpt)
+        for key, arch in (("original", reference), ("found", found)):
+            task.standalone(arch, stage_weights)
+            trainer = task.trainer(lambda step, arch=arch: arch, cfg.final_epochs, out / f"finetune_{key}.ckpt",
+                                   {**settings, "phase": f"finetune-{key}", "arch": arch.to_dict()}, progress_bars)
+            trainer.desc = f"fine-tune {key}"
+            torch.manual_seed(cfg.seed)  # the same random stream for both (detection samples anchors, proposals)
+            if resume:
+                trainer.resume()
+            trainer.train()
+            comparison[key] = task.evaluate_full(lambda i, arch=arch: arch, "val", batch_stats=False)
+        log.info("fine-tuned %d epochs each: found %s, original %s (%s)", cfg.final_epochs, comparison["found"],
+                 comparison["original"], task.metric)
     cost, ref_cost = space.cost(found), space.cost(reference)
     result = {"space": space.name, "task": cfg.task, "metric": task.metric,
               "allocation": list(found.blocks), "dilations": [list(d) for d in found.stage_dilations()],
               "original": {"allocation": list(reference.blocks), "madds": ref_cost.madds, "params": ref_cost.params},
-              "madds": cost.madds, "params": cost.params, "scores": final}
+              "madds": cost.madds, "params": cost.params, "scores": final, "fine_tuned": comparison}
     write_json(out / "result.json", result)
     write_json(out / "arch.json", {"space": space.to_dict(), "arch": found.to_dict(), "madds": cost.madds,
                                    "params": cost.params})
@@ -343,8 +367,8 @@ def run_crnas(space: ResNetSpace, task, cfg: CRNASConfig, out: Path, *, resume: 
 
 # Without --data: the generated shapes (detection) or the demo digits (classification), sized for <= 5
 # minutes on two CPU cores. With --data: a longer schedule (ours; the paper gives none).
-DEMO = {"stage_epochs": 12, "spatial_epochs": 6, "arch_val_images": 48}
-DATA = {"stage_epochs": 12, "spatial_epochs": 6, "arch_val_images": 5000}
+DEMO = {"stage_epochs": 12, "spatial_epochs": 6, "final_epochs": 4, "arch_val_images": 48}
+DATA = {"stage_epochs": 12, "spatial_epochs": 6, "final_epochs": 12, "arch_val_images": 5000}
 
 
 @register
@@ -365,6 +389,10 @@ class CRNAS(Method):
                        help=f"epochs of the stage supernet (default: {DEMO['stage_epochs']} on the demo)")
         g.add_argument("--spatial-epochs", type=int, default=None,
                        help=f"epochs of the spatial supernet (default: {DEMO['spatial_epochs']} on the demo)")
+        g.add_argument("--final-epochs", type=int, default=None,
+                       help=f"epochs of fine-tuning for each of the found and the original network, both from the "
+                            f"stage supernet's weights, for AP of both (0: none; default: {DEMO['final_epochs']} on "
+                            f"the demo, {DATA['final_epochs']} with --data)")
         g.add_argument("--lr", type=positive(float), default=None,
                        help="SGD learning rate, constant (default: 0.02 detection, 0.1 classification)")
         g.add_argument("--beam-k", type=positive(int), default=d.beam_k, help=f"beam width (default: {d.beam_k})")
@@ -378,21 +406,22 @@ class CRNAS(Method):
                        help=f"steps between checkpoints (default: {d.checkpoint_every})")
 
     def task_of(self, args) -> str:
-        if args.task != "auto":
-            return args.task
-        from stnas.detection import detection_missing
+        """--task, with auto resolved once into ``args`` (check and run both ask; the fallback is said once)."""
+        if args.task == "auto":
+            from stnas.detection import detection_missing
 
-        if detection_missing() is None:
-            return "detection"
-        log.warning("torchvision/pycocotools unavailable: --task classification (for detection: pip install -r "
-                    "requirements-detection.txt)")
-        return "classification"
+            args.task = "detection" if detection_missing() is None else "classification"
+            if args.task == "classification":
+                log.warning("torchvision/pycocotools unavailable: --task classification (for detection: pip install "
+                            "-r requirements-detection.txt)")
+        return args.task
 
     def config(self, args, ctx: RunContext, task: str) -> CRNASConfig:
         base = DEMO if ctx.data is None else DATA
         pick = lambda v, k: base[k] if v is None else v  # noqa: E731
         return CRNASConfig(task=task, detector=args.detector, stage_epochs=pick(args.stage_epochs, "stage_epochs"),
                            spatial_epochs=pick(args.spatial_epochs, "spatial_epochs"),
+                           final_epochs=pick(args.final_epochs, "final_epochs"),
                            lr=args.lr or (0.02 if task == "detection" else 0.1),
                            batch_size=ctx.batch_size or (8 if task == "detection" else 64), beam_k=args.beam_k,
                            max_allocations=args.max_allocations,
@@ -463,5 +492,9 @@ class CRNAS(Method):
         print(f"  found allocation, stage supernet:         {show(s['stage_found_stage_supernet'])}")
         print(f"  found allocation + dilations, spatial:    {show(s['found_spatial_supernet'])}")
         print(f"  found allocation, dilation 1, spatial:    {show(s['stage_found_spatial_supernet'])}")
+        ft = summary.get("fine_tuned", {})
+        if "found" in ft:
+            print(f"  fine-tuned {ft['epochs']} epochs each from the stage supernet: found {show(ft['found'])}, "
+                  f"original {show(ft['original'])}")
         print(f"outputs in {ctx.out}: result.json, arch.json, stages.csv, stages.png, beam.csv, beam.png, "
-              "stage_supernet.ckpt, spatial_supernet.ckpt, search.log")
+              "stage_supernet.ckpt, spatial_supernet.ckpt, finetune_found.ckpt, finetune_original.ckpt, search.log")

@@ -12,7 +12,8 @@ from stnas.supernet.cell_blocks import CellNet
 def load(path) -> nn.Module:
     """The module stored in a checkpoint, with its weights, in eval mode: an exported model
     (``stnas export``), a retrained one (``stnas retrain``'s model.ckpt), or the supernet of a
-    search (``supernet.ckpt``; its last snapshot when it has one). One CheckpointError otherwise."""
+    search (``supernet.ckpt``; its last snapshot when it has one; CR-NAS's classification
+    ``stage_supernet.ckpt`` / ``spatial_supernet.ckpt``). One CheckpointError otherwise."""
     from stnas.io import CheckpointError, load_checkpoint
     from stnas.spaces import Space
 
@@ -29,6 +30,13 @@ def load(path) -> nn.Module:
         net = SuperNet(Space.from_dict(ck["space"], source=str(path)))
         if ck["snapshots"]:
             ck = {**ck, "model": ck["snapshots"][-1]}
+    elif kind == "supernet" and isinstance(ck.get("space"), dict) and ck["space"].get("type") == "resnet":
+        ck = load_checkpoint(path, kind=kind, required=("space", "model"))
+        if any(k.startswith("backbone.") for k in ck["model"]):
+            raise CheckpointError(f"checkpoint {path} holds a detector (CR-NAS --task detection), not a classifier")
+        from stnas.supernet import SuperNet
+
+        net = SuperNet(Space.from_dict(ck["space"], source=str(path)))  # CR-NAS's stage or spatial supernet
     elif kind == "supernet":
         ck = load_checkpoint(path, kind=kind, required=("space", "model"))
         from stnas.supernet.mixed import MixedCellNet

@@ -8,7 +8,7 @@ gives it (:attr:`~stnas.spaces.resnet.ResNetSpace.stage_max`); ``forward(x, arch
 architecture names (padding = dilation, so the output keeps its size): the dilations 1, 2 and 3 share
 the 3x3 weights, as CR-NAS's spatial supernet does. A standalone model holds only its architecture's
 blocks, with the same module names (``stages.<s>.<b>.conv2.weight``), so it inherits the supernet's
-weights as a plain subset of its state dict (:func:`stnas.supernet.inherit`).
+weights as a plain subset of its state dict (:meth:`ResNetNet.inherit`).
 
 Without the classifier (``head=False``) the network is a detection backbone:
 :meth:`ResNetNet.features` gives the four stage outputs (C2..C5, at total strides 4, 8, 16, 32 with
@@ -147,6 +147,16 @@ class ResNetNet(nn.Module):
         if self.fc is None:
             return feats
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(feats[-1], 1), 1))
+
+    def inherit(self, supernet: "ResNetNet") -> "ResNetNet":
+        """Copy the supernet's weights and BN statistics into this standalone model (its state dict is
+        a subset of the supernet's, by name). Returns ``self``."""
+        from stnas.supernet.single_path_cell import inherit
+
+        if self.is_supernet:
+            raise ValueError("ResNetNet.inherit: this is a supernet; inherit into a standalone model, "
+                             "ResNetNet(space, arch)")
+        return inherit(self, supernet)
 
     def active_modules(self, arch: ResNetArch | None = None) -> Iterator[nn.Module]:
         """The modules ``forward(x, arch)`` runs (for BN recalibration)."""

@@ -10,9 +10,9 @@ def build(arch, space: Space | str | None = None) -> nn.Module:
     """The standalone model of ``arch`` (fresh weights).
 
     ``arch``: an architecture of ``space`` (an ``Arch`` of a chain space, a ``CellArch`` or an NB201
-    string of a cell space), its JSON dict, or an architecture file written by ``stnas search``
-    (``best_*.json``, ``derived.json``), which names its space. A chain model takes the supernet's
-    weights with ``.inherit(supernet)``."""
+    string of a cell space, a ``ResNetArch`` of a resnet space), its JSON dict, or an architecture file
+    written by ``stnas search`` (``best_*.json``, ``derived.json``, CR-NAS's ``arch.json``), which names
+    its space. Chain, cell and resnet models take the supernet's weights with ``.inherit(supernet)``."""
     raw = None
     if isinstance(arch, dict) or (isinstance(arch, str) and not arch.startswith("|")) or hasattr(arch, "__fspath__"):
         raw = arch if isinstance(arch, dict) else read_arch_json(arch)
@@ -32,6 +32,10 @@ def build(arch, space: Space | str | None = None) -> nn.Module:
         from stnas.supernet.cell_blocks import CellNet
 
         return CellNet(space, arch)
+    if space.kind == "resnet":
+        from stnas.supernet.resnet import ResNetNet
+
+        return ResNetNet(space, space.validate(arch))
     if space.kind == "darts-gold":
         from stnas.supernet.darts_blocks import DartsGoldNet
 

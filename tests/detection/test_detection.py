@@ -108,14 +108,25 @@ def test_detection_trainer_resumes_exactly(shapes, tmp_path):
 def test_search_detection_end_to_end_reports_ap(shapes, tmp_path, capsys):
     out = tmp_path / "out"
     rc = main(["search", "--method", "crnas", "--task", "detection", "--data", str(shapes), "--space", SPACE,
-               "--stage-epochs", "1", "--spatial-epochs", "1", "--max-allocations", "2", "--beam-k", "1",
-               "--arch-val-images", "16", "--no-progress", "--out", str(out)])
+               "--stage-epochs", "1", "--spatial-epochs", "1", "--final-epochs", "1", "--max-allocations", "2",
+               "--beam-k", "1", "--arch-val-images", "16", "--no-progress", "--out", str(out)])
     assert rc == 0
     result = json.loads((out / "result.json").read_text())
     assert sum(result["allocation"]) == 8 and result["metric"] == "COCO AP (%)"
     for key in ("original_stage_supernet", "found_spatial_supernet"):
         assert set(result["scores"][key]) == {"ap", "ap50", "ap75"}
-    assert "AP" in capsys.readouterr().out
+    # AP of the found and of the original allocation, each fine-tuned alike as a detector of its own
+    assert result["fine_tuned"]["epochs"] == 1
+    for key in ("found", "original"):
+        assert set(result["fine_tuned"][key]) == {"ap", "ap50", "ap75"}
+        assert (out / f"finetune_{key}.ckpt").is_file()
+    printed = capsys.readouterr().out
+    assert "AP" in printed and "fine-tuned 1 epochs each" in printed
+    # export makes classifiers: a detector's checkpoint is refused in one line
+    rc = main(["export", "--checkpoint", str(out / "stage_supernet.ckpt"), "--arch", str(out / "arch.json"),
+               "--out", str(tmp_path / "m.ckpt")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "detector's checkpoint" in err
 
 
 def test_search_detection_with_bad_annotations_is_one_line(tmp_path, capsys):
