@@ -34,11 +34,19 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "sum_a w[active[a]] * ys[a] (C++ CPU)");
   m.def("masked_path_sum_backward_cpu", &stnas::masked_path_sum_backward_cpu,
         "gradients of masked_path_sum (C++ CPU)");
+  m.def("batch_norm_act_forward_cpu", &stnas::batch_norm_act_forward_cpu,
+        "training/eval BatchNorm + addend + activation, running statistics updated (C++ CPU)");
+  m.def("batch_norm_act_backward_cpu", &stnas::batch_norm_act_backward_cpu,
+        "gradients of batch_norm_act (C++ CPU)");
 #ifdef STNAS_WITH_CUDA
   m.def("sgld_step_cuda", &stnas::sgld_step_cuda, "fused multi-tensor SGLD step (CUDA)");
   m.def("masked_path_sum_forward_cuda", &stnas::masked_path_sum_forward_cuda,
         "sum_a w[active[a]] * ys[a] (CUDA)");
   m.def("masked_path_sum_backward_cuda", &stnas::masked_path_sum_backward_cuda,
         "gradients of masked_path_sum (CUDA)");
+  m.def("batch_norm_act_forward_cuda", &stnas::batch_norm_act_forward_cuda,
+        "training/eval BatchNorm + addend + activation, running statistics updated (CUDA)");
+  m.def("batch_norm_act_backward_cuda", &stnas::batch_norm_act_backward_cuda,
+        "gradients of batch_norm_act (CUDA)");
 #endif
 }

@@ -22,6 +22,16 @@ std::tuple<TensorList, at::Tensor> masked_path_sum_backward_cpu(const at::Tensor
                                                                 const at::Tensor& weights,
                                                                 const std::vector<int64_t>& active,
                                                                 bool need_grad_weights);
+// act: 0 none, 1 relu, 2 relu6. Forward: (y, mean, invstd), running statistics updated in training mode.
+// Backward: (grad_x, grad_weight, grad_bias, grad_addend), grad_addend empty without an addend.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_act_forward_cpu(
+    const at::Tensor& x, const c10::optional<at::Tensor>& weight, const c10::optional<at::Tensor>& bias,
+    const c10::optional<at::Tensor>& running_mean, const c10::optional<at::Tensor>& running_var,
+    const c10::optional<at::Tensor>& addend, bool training, double momentum, double eps, int64_t act);
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> batch_norm_act_backward_cpu(
+    const at::Tensor& grad_y, const at::Tensor& x, const c10::optional<at::Tensor>& y,
+    const c10::optional<at::Tensor>& weight, const at::Tensor& mean, const at::Tensor& invstd, bool training,
+    int64_t act, bool has_addend);
 
 #ifdef STNAS_WITH_CUDA
 void sgld_step_cuda(const TensorList& params, const TensorList& grads, const TensorList& momenta,
@@ -34,6 +44,14 @@ std::tuple<TensorList, at::Tensor> masked_path_sum_backward_cuda(const at::Tenso
                                                                  const at::Tensor& weights,
                                                                  const std::vector<int64_t>& active,
                                                                  bool need_grad_weights);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_act_forward_cuda(
+    const at::Tensor& x, const c10::optional<at::Tensor>& weight, const c10::optional<at::Tensor>& bias,
+    const c10::optional<at::Tensor>& running_mean, const c10::optional<at::Tensor>& running_var,
+    const c10::optional<at::Tensor>& addend, bool training, double momentum, double eps, int64_t act);
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> batch_norm_act_backward_cuda(
+    const at::Tensor& grad_y, const at::Tensor& x, const c10::optional<at::Tensor>& y,
+    const c10::optional<at::Tensor>& weight, const at::Tensor& mean, const at::Tensor& invstd, bool training,
+    int64_t act, bool has_addend);
 #endif
 
 }  // namespace stnas

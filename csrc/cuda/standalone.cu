@@ -1,5 +1,6 @@
 // Torch-free C entry points over the CUDA kernels, for the standalone library that CMake builds and for
 // the CUDA unit test. Distinct extern "C" names keep it harmless inside the torch extension too.
+#include "cuda/batch_norm_act.cuh"
 #include "cuda/masked_path_sum.cuh"
 #include "cuda/sgld_step.cuh"
 
@@ -52,6 +53,40 @@ int stnas_masked_path_sum_backward_f32(const float* gout, const float* const* ys
   const int blocks = stnas::cuda::launch_masked_path_sum_backward<float>(args, gout, w, partial, n, ys != nullptr,
                                                                          1024, stream, &err);
   return err == cudaSuccess ? blocks : -1;
+}
+
+// Training-mode BatchNorm + addend + activation over fp32 (N, C, H, W): channels_last when rows != 0,
+// else contiguous NCHW. add, weight, bias, running_* may be null; act 0 none, 1 relu, 2 relu6.
+// workspace: stnas_batch_norm_act_workspace_floats(...) floats. mean/invstd: C floats out.
+int64_t stnas_batch_norm_act_workspace_floats(int64_t n, int64_t c, int64_t hw, int rows, int sm_count) {
+  const stnas::cuda::BnaShape sh{n * hw, c, hw, rows != 0};
+  return 3 * c + 2 * stnas::cuda::bna_grid(sh, sm_count).chunks * c;
+}
+
+cudaError_t stnas_batch_norm_act_forward_f32(const float* x, const float* add, float* y, const float* weight,
+                                             const float* bias, float* running_mean, float* running_var,
+                                             float* mean, float* invstd, float* workspace, int64_t n, int64_t c,
+                                             int64_t hw, int rows, float momentum, float eps, int act,
+                                             int sm_count, cudaStream_t stream) {
+  const stnas::cuda::BnaShape sh{n * hw, c, hw, rows != 0};
+  const stnas::cuda::BnaGrid g = stnas::cuda::bna_grid(sh, sm_count);
+  stnas::cuda::BnaForwardArgs<float> a{x, add, y, weight, bias, running_mean, running_var, mean, invstd,
+                                       workspace, workspace + c, workspace + 3 * c, workspace + 3 * c + g.chunks * c,
+                                       true, momentum, eps, act};
+  return stnas::cuda::launch_batch_norm_act_forward<float>(sh, g, a, stream);
+}
+
+// Its backward (training mode): grad_add may be null (no addend), y may be null when act == 0.
+cudaError_t stnas_batch_norm_act_backward_f32(const float* grad_y, const float* x, const float* y,
+                                              const float* weight, const float* mean, const float* invstd,
+                                              float* grad_x, float* grad_add, float* grad_weight, float* grad_bias,
+                                              float* workspace, int64_t n, int64_t c, int64_t hw, int rows, int act,
+                                              int sm_count, cudaStream_t stream) {
+  const stnas::cuda::BnaShape sh{n * hw, c, hw, rows != 0};
+  const stnas::cuda::BnaGrid g = stnas::cuda::bna_grid(sh, sm_count);
+  stnas::cuda::BnaBackwardArgs<float> a{grad_y, x, y, weight, mean, invstd, grad_x, grad_add, grad_weight, grad_bias,
+                                        workspace, workspace + 3 * c, workspace + 3 * c + g.chunks * c, true, act};
+  return stnas::cuda::launch_batch_norm_act_backward<float>(sh, g, a, stream);
 }
 
 }  // extern "C"

@@ -1,6 +1,6 @@
-// Torch-free test of the CUDA kernels (needs a GPU): fp32 SGLD step (noise off and on) and the masked
-// path sum forward/backward, against float64 host references, on odd sizes and misaligned pointers,
-// with outputs poisoned (NaN) before each run. Exit code 0 only if every check passes.
+// Torch-free test of the CUDA kernels (needs a GPU): fp32 SGLD step (noise off and on), the masked
+// path sum forward/backward and the fused BatchNorm + addend + activation, against float64 host
+// references, on odd sizes and misaligned pointers, with outputs poisoned (NaN) before each run. Exit code 0 only if every check passes.
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -19,6 +19,13 @@ cudaError_t stnas_masked_path_sum_forward_f32(const float* const*, const int32_t
                                               cudaStream_t);
 int stnas_masked_path_sum_backward_f32(const float*, const float* const*, float* const*, const int32_t*, int, int,
                                        const float*, float*, int64_t, cudaStream_t);
+int64_t stnas_batch_norm_act_workspace_floats(int64_t, int64_t, int64_t, int, int);
+cudaError_t stnas_batch_norm_act_forward_f32(const float*, const float*, float*, const float*, const float*, float*,
+                                             float*, float*, float*, float*, int64_t, int64_t, int64_t, int, float,
+                                             float, int, int, cudaStream_t);
+cudaError_t stnas_batch_norm_act_backward_f32(const float*, const float*, const float*, const float*, const float*,
+                                              const float*, float*, float*, float*, float*, float*, int64_t, int64_t,
+                                              int64_t, int, int, int, cudaStream_t);
 }
 
 static int failures = 0;
@@ -216,6 +223,89 @@ static void test_sgld_list(std::mt19937& rng) {
   expect(err < 1e-5, name, total, err);
 }
 
+// Training-mode BatchNorm + addend + ReLU6 (and none) in both layouts against a float64 host reference of
+// the forward, the running statistics and the backward; outputs poisoned (NaN) before the run.
+static float* to_device(const std::vector<float>& v) {
+  float* d;
+  CHECK_CUDA(cudaMalloc(&d, v.size() * 4 + 4));
+  CHECK_CUDA(cudaMemcpy(d, v.data(), v.size() * 4, cudaMemcpyHostToDevice));
+  return d;
+}
+static float* poisoned(int64_t n) {
+  float* d;
+  CHECK_CUDA(cudaMalloc(&d, n * 4 + 4));
+  CHECK_CUDA(cudaMemset(d, 0xff, n * 4 + 4));
+  return d;
+}
+static std::vector<float> to_host(const float* d, int64_t n) {
+  std::vector<float> v(n);
+  CHECK_CUDA(cudaMemcpy(v.data(), d, n * 4, cudaMemcpyDeviceToHost));
+  return v;
+}
+
+static void test_batch_norm_act(int64_t n, int64_t c, int64_t hw, int rows, int act, std::mt19937& rng) {
+  const int64_t m = n * hw, total = m * c;
+  std::vector<float> x = random_vector(total, rng), add = random_vector(total, rng), g = random_vector(total, rng);
+  for (auto& v : x) v = 3.0f + 2.0f * v;  // |mean| > std: the shifted sums matter
+  std::vector<float> w = random_vector(c, rng), b = random_vector(c, rng), rm(c, 0.5f), rv(c, 2.0f);
+  auto at = [&](int64_t mm, int64_t cc) { return rows ? mm * c + cc : ((mm / hw) * c + cc) * hw + mm % hw; };
+  int sms = 0;
+  CHECK_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  const int64_t ws = stnas_batch_norm_act_workspace_floats(n, c, hw, rows, sms);
+  float *dx = to_device(x), *dadd = to_device(add), *dg = to_device(g), *dw = to_device(w), *db = to_device(b);
+  float *drm = to_device(rm), *drv = to_device(rv), *dy = poisoned(total), *dmean = poisoned(c), *dinv = poisoned(c);
+  float *dwork = poisoned(ws), *dgx = poisoned(total), *dga = poisoned(total), *dgw = poisoned(c), *dgb = poisoned(c);
+  const float momentum = 0.1f, eps = 1e-5f;
+  CHECK_CUDA(stnas_batch_norm_act_forward_f32(dx, dadd, dy, dw, db, drm, drv, dmean, dinv, dwork, n, c, hw, rows,
+                                              momentum, eps, act, sms, 0));
+  CHECK_CUDA(stnas_batch_norm_act_backward_f32(dg, dx, act ? dy : nullptr, dw, dmean, dinv, dgx, dga, dgw, dgb, dwork,
+                                               n, c, hw, rows, act, sms, 0));
+  CHECK_CUDA(cudaDeviceSynchronize());
+  const std::vector<float> y = to_host(dy, total), gx = to_host(dgx, total), ga = to_host(dga, total);
+  const std::vector<float> rm2 = to_host(drm, c), rv2 = to_host(drv, c), gw = to_host(dgw, c), gb = to_host(dgb, c);
+  double err_y = 0, err_r = 0, err_gx = 0, err_gp = 0;
+  for (int64_t cc = 0; cc < c; ++cc) {
+    double mean = 0, var = 0;
+    for (int64_t mm = 0; mm < m; ++mm) mean += x[at(mm, cc)];
+    mean /= m;
+    for (int64_t mm = 0; mm < m; ++mm) var += (x[at(mm, cc)] - mean) * (x[at(mm, cc)] - mean);
+    var /= m;
+    const double is = 1.0 / std::sqrt(var + eps);
+    std::vector<double> dz(m);
+    double sdz = 0, sdzx = 0;
+    for (int64_t mm = 0; mm < m; ++mm) {
+      const int64_t o = at(mm, cc);
+      double z = (x[o] - mean) * is * w[cc] + b[cc] + add[o];
+      const bool pass = act == 0 || (z > 0 && z < 6);
+      const double want = act == 0 ? z : std::fmin(std::fmax(z, 0.0), 6.0);
+      err_y = std::isnan(y[o]) ? INFINITY : std::fmax(err_y, std::fabs(y[o] - want) / (1 + std::fabs(want)));
+      dz[mm] = pass ? g[o] : 0.0;
+      sdz += dz[mm];
+      sdzx += dz[mm] * (x[o] - mean);
+    }
+    for (int64_t mm = 0; mm < m; ++mm) {
+      const int64_t o = at(mm, cc);
+      const double want = w[cc] * is * (dz[mm] - sdz / m - (x[o] - mean) * is * is * sdzx / m);
+      const double e = std::fabs(gx[o] - want) / (1 + std::fabs(want)) + std::fabs(ga[o] - dz[mm]);
+      err_gx = std::isnan(gx[o]) || std::isnan(ga[o]) ? INFINITY : std::fmax(err_gx, e);
+    }
+    const double want_rm = 0.9 * 0.5 + 0.1 * mean, want_rv = 0.9 * 2.0 + 0.1 * var * m / (m - 1);
+    err_r = std::fmax(err_r, std::fabs(rm2[cc] - want_rm) + std::fabs(rv2[cc] - want_rv) / want_rv);
+    err_gp = std::fmax(err_gp, (std::fabs(gw[cc] - sdzx * is) + std::fabs(gb[cc] - sdz)) / std::sqrt(double(m)));
+  }
+  char name[96];
+  std::snprintf(name, sizeof name, "batch_norm_act %s act=%d C=%lld fwd", rows ? "NHWC" : "NCHW", act,
+                static_cast<long long>(c));
+  expect(err_y < 2e-5, name, total, err_y);
+  std::snprintf(name, sizeof name, "batch_norm_act %s act=%d C=%lld running stats", rows ? "NHWC" : "NCHW", act,
+                static_cast<long long>(c));
+  expect(err_r < 1e-5, name, total, err_r);
+  std::snprintf(name, sizeof name, "batch_norm_act %s act=%d C=%lld bwd", rows ? "NHWC" : "NCHW", act,
+                static_cast<long long>(c));
+  expect(err_gx < 2e-5 && err_gp < 1e-5, name, total, std::fmax(err_gx, err_gp));
+  for (float* p : {dx, dadd, dg, dw, db, drm, drv, dy, dmean, dinv, dwork, dgx, dga, dgw, dgb}) CHECK_CUDA(cudaFree(p));
+}
+
 int main() {
   std::mt19937 rng(2026);
   for (int64_t n : {1, 7, 1023, 4097, 1000003}) {
@@ -226,6 +316,13 @@ int main() {
     }
   }
   test_sgld_list(rng);
+  for (int rows : {0, 1}) {
+    for (int act : {0, 2}) {
+      test_batch_norm_act(3, 1, 1, rows, act, rng);      // C = 1, H = W = 1
+      test_batch_norm_act(2, 37, 7 * 5, rows, act, rng);  // N*H*W = 70, C not a multiple of 32
+      test_batch_norm_act(5, 96, 13 * 11, rows, act, rng);
+    }
+  }
   std::printf("%s: %d failure(s)\n", failures ? "FAILED" : "PASSED", failures);
   return failures ? 1 : 0;
 }
