@@ -283,3 +283,60 @@ def test_cuda_statistics_do_not_depend_on_the_run(seeded):
     outs = [batch_norm_act(x, None, None, act="none", backend="cuda") for _ in range(2)]
     assert torch.equal(outs[0], outs[1])
 
+
+class _OldConvBN(nn.Sequential):
+    """The layout the supernet's blocks had before the fused op: Conv2d, nn.BatchNorm2d, nn.ReLU6."""
+
+    def __init__(self, conv, bn, act):
+        super().__init__(*([conv, bn] + ([nn.ReLU6()] if act else [])))
+
+    def forward(self, x, addend=None):
+        y = super().forward(x)
+        return y if addend is None else y + addend  # the old MBConv's x + body(x)
+
+
+def _old_layout(net):
+    """A copy of ``net`` whose every ConvBN is the unfused Conv2d + BatchNorm2d (+ ReLU6)."""
+    import copy
+
+    from stnas.supernet.blocks import ConvBN
+
+    old = copy.deepcopy(net)
+    for parent in list(old.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, ConvBN):
+                fused = child[1]
+                bn = nn.BatchNorm2d(fused.num_features, fused.eps, fused.momentum)
+                bn.load_state_dict(fused.state_dict())
+                setattr(parent, name, _OldConvBN(child[0], bn, fused.act == "relu6"))
+    assert not any(isinstance(m, BatchNormAct2d) for m in old.modules())
+    return old
+
+
+def test_supernet_checkpoints_move_between_the_fused_and_the_old_layout(seeded):
+    import random
+
+    from stnas.spaces import Space
+    from stnas.supernet import SuperNet
+
+    space = Space.load("demo")
+    net = SuperNet(space)
+    assert any(isinstance(m, BatchNormAct2d) for m in net.modules())
+    old = _old_layout(net)
+    assert list(net.state_dict()) == list(old.state_dict())
+    rng = random.Random(4)
+    x = torch.randn(3, 3, 32, 32)
+    for step in range(3):  # training steps: outputs, BN statistics and num_batches_tracked agree
+        arch = space.sample(rng)
+        torch.testing.assert_close(net(x, arch), old(x, arch), rtol=1e-5, atol=1e-5)
+    for (k, a), b in zip(net.state_dict().items(), old.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=k)
+    # A checkpoint of one layout loads strictly into the other and back, and gives the same outputs.
+    old.load_state_dict(net.state_dict())
+    fresh = SuperNet(space)
+    fresh.load_state_dict(old.state_dict())
+    fresh.eval()
+    old.eval()
+    arch = space.largest()
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x, arch), old(x, arch), rtol=1e-5, atol=1e-5)

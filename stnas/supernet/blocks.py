@@ -9,17 +9,25 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from stnas.ops import BatchNormAct2d
 from stnas.spaces.ops import OpDef
 
 
 class ConvBN(nn.Sequential):
-    """kxk convolution ('same' padding, no bias) + BatchNorm, optionally followed by ReLU6."""
+    """kxk convolution ('same' padding, no bias) + BatchNorm, optionally followed by ReLU6; ``forward(x,
+    addend)`` adds ``addend`` after the BatchNorm (before the activation).
+
+    The BatchNorm and what follows it are one fused op (:class:`stnas.ops.BatchNormAct2d`, an
+    ``nn.BatchNorm2d`` subclass): the state-dict keys (``0.weight``, ``1.weight``, ``1.running_mean``, ...)
+    are those of the Conv2d + BatchNorm2d + ReLU6 layout, so checkpoints and ``inherit`` are unchanged.
+    """
 
     def __init__(self, cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1, act: bool = True):
-        layers = [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
-        if act:
-            layers.append(nn.ReLU6(inplace=True))
-        super().__init__(*layers)
+        super().__init__(nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
+                         BatchNormAct2d(cout, act="relu6" if act else "none"))
+
+    def forward(self, x: torch.Tensor, addend: torch.Tensor | None = None) -> torch.Tensor:
+        return self[1](self[0](x), addend)
 
 
 class MBConv(nn.Module):
@@ -35,8 +43,12 @@ class MBConv(nn.Module):
         self.residual = stride == 1 and cin == cout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.body(x)
-        return x + y if self.residual else y
+        h = x
+        last = len(self.body) - 1
+        for i, layer in enumerate(self.body):
+            # The residual is the projection's addend: added inside the fused BatchNorm, one pass fewer.
+            h = layer(h, x) if i == last and self.residual else layer(h)
+        return h
 
 
 class Skip(nn.Module):
