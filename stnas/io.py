@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from stnas.runtime import is_main
+from stnas.runtime import is_main, release_log
 
 FORMAT = "stnas-checkpoint"
 VERSION = 1
@@ -111,6 +111,51 @@ def load_checkpoint(path, kind: str | None = None, required: Sequence[str] = ())
         raise CheckpointError(f"checkpoint {path} lacks the field(s) {missing}: it was not written by a complete "
                               f"stnas run")
     return data
+
+
+# Settings a resumed run may change: where the data lies and how it is read, where the table lies, and
+# how often checkpoints are written. Anything else in config.json changes the result.
+RESUME_FREE = frozenset({"root", "loader", "benchmark", "metric", "checkpoint_every"})
+
+
+def start_run(out, config: dict, checkpoints: Sequence, resume: bool, free=RESUME_FREE) -> None:
+    """Begin, or continue, a run in ``out``: every refusal comes before anything in ``out`` changes.
+
+    A run whose checkpoint(s) exist is refused without ``resume``; a resumed run whose settings differ
+    from the ``config.json`` it wrote is refused, naming every setting that differs (keys whose last
+    part is in ``free`` may change). Only then is ``config.json`` written and the log that
+    :func:`stnas.runtime.setup_logging` held (``hold=True``) released to ``out``."""
+    out = Path(out)
+    existing = [Path(p) for p in checkpoints if Path(p).exists()]
+    if existing and not resume:
+        raise FileExistsError(f"{existing[0]} exists: pass --resume to continue that run, or choose another --out")
+    path = out / "config.json"
+    config = json.loads(json.dumps(config))  # the form it is written in (tuples as lists)
+    if resume and existing and path.exists():
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"{path} cannot be read ({e}): the run cannot be checked for --resume") from None
+        changed = _changed_settings(saved, config, free)
+        if changed:
+            shown = ", ".join(f"{k} (saved {a!r}, now {b!r})" for k, a, b in changed[:6])
+            more = f" and {len(changed) - 6} more" if len(changed) > 6 else ""
+            raise CheckpointError(f"--resume with other settings than {path}: {shown}{more}; resume with the same "
+                                  "options or choose another --out")
+    write_json(path, config)
+    release_log()
+
+
+def _changed_settings(saved, now, free, prefix: str = "") -> list[tuple]:
+    """(dotted key, saved, now) for every leaf that differs, nested dicts walked key by key."""
+    if isinstance(saved, dict) and isinstance(now, dict):
+        out = []
+        for k in sorted(set(saved) | set(now), key=str):
+            if k in free:
+                continue
+            out += _changed_settings(saved.get(k), now.get(k), free, f"{prefix}{k}.")
+        return out
+    return [] if saved == now else [(prefix.rstrip("."), saved, now)]
 
 
 class OutputError(ValueError):

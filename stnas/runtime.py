@@ -7,6 +7,7 @@ Nothing here knows a method: a trainer asks ``rank_world()`` and ``autocast(...)
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import threading
@@ -112,18 +113,56 @@ def init_distributed(device_name: str | None) -> tuple[int, int]:
     return rank_world()
 
 
-def setup_logging(out=None, name: str = "") -> None:
-    """INFO to stderr, and to ``out/name`` when given; ranks other than 0 log warnings only."""
-    import logging
+def setup_logging(out=None, name: str = "", hold: bool = False) -> None:
+    """INFO to stderr, and to ``out/name`` when given; ranks other than 0 log warnings only.
+
+    ``hold``: keep the file's lines in memory until :func:`release_log` (called once a run's checks
+    have passed), so that a refused run leaves the output folder's log as it was."""
     import sys
     from pathlib import Path
 
+    global _HELD
+    _HELD = None
     if int(os.environ.get("RANK", "0")) != 0:  # one log per run, from rank 0
         logging.basicConfig(level=logging.WARNING, force=True)
         return
     handlers = [logging.StreamHandler(sys.stderr)]
     if out is not None and name:
         Path(out).mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(Path(out) / name, delay=True))  # no file until a line is logged
+        handler = _HeldFileHandler(Path(out) / name, hold)  # no file until a line is logged (and released)
+        handlers.append(handler)
+        _HELD = handler if hold else None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         handlers=handlers, force=True)
+
+
+_HELD = None
+
+
+def release_log() -> None:
+    """Write the log lines held since :func:`setup_logging` (``hold=True``) and log straight to the
+    file from now on. Calling it again, or without a held log, does nothing."""
+    global _HELD
+    if _HELD is not None:
+        _HELD.write_held()
+        _HELD = None
+
+
+class _HeldFileHandler(logging.FileHandler):
+    """A file handler that keeps its records until :meth:`write_held` (when ``hold``). (Not ``release``:
+    that is ``logging.Handler``'s lock release, called after every record.)"""
+
+    def __init__(self, path, hold: bool):
+        super().__init__(path, delay=True)
+        self.held: list | None = [] if hold else None
+
+    def emit(self, record):
+        if self.held is not None:
+            self.held.append(record)
+        else:
+            super().emit(record)
+
+    def write_held(self):
+        held, self.held = self.held or [], None
+        for record in held:
+            super().emit(record)

@@ -79,6 +79,27 @@ def test_search_refuses_to_overwrite_a_run_without_resume(search_run, tiny_data,
     assert "--resume" in capsys.readouterr().err
 
 
+def _files(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_refused_search_changes_nothing_in_out(search_run, tiny_data, capsys):
+    """Refused without --resume, or with --resume and other settings: config.json, the log and every
+    other file in --out stay byte for byte what they were (the old code wrote config.json first)."""
+    out, budget = search_run
+    before = _files(out)
+    assert main(["search", "--space", "demo", "--data", str(tiny_data), "--out", str(out), *TINY]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert _files(out) == before
+    changed = [a if a != "4" else "6" for a in TINY]  # --population 6 (and --burn-in 6)
+    assert main(["search", "--space", "demo", "--data", str(tiny_data), "--out", str(out), "--resume",
+                 "--budget-madds", f"{budget / 1e6:.4f}M", *changed]) == 2
+    err = capsys.readouterr().err
+    assert "evolution.population (saved 4, now 6)" in err and "--resume with other settings" in err, err
+    assert [line for line in err.splitlines() if "error" in line] == [err.strip().splitlines()[-1]], err
+    assert _files(out) == before
+
+
 def test_evaluate_export_and_retrain(search_run, tiny_data, tmp_path):
     out, _ = search_run
     best = next(out.glob("best_*.json"))
@@ -103,6 +124,12 @@ def test_evaluate_export_and_retrain(search_run, tiny_data, tmp_path):
     result = json.loads((rt / "result.json").read_text())
     assert result["epochs"] == 2 and 0 <= result["val_top1"] <= 1
     assert (rt / "curves.png").is_file() and len(list(csv.DictReader((rt / "history.csv").open()))) == 2
+    assert json.loads((rt / "config.json").read_text())["retrain"]["epochs"] == 2
+    before = _files(rt)
+    for extra in ([], ["--resume", "--epochs", "3", "--lr", "0.5"]):  # refused: exists; other settings
+        assert main(["retrain", str(best), "--data", str(tiny_data), "--epochs", "2", "--batch-size", "16",
+                     "--out", str(rt), "--no-progress", *extra]) == 2
+        assert _files(rt) == before
 
 
 def test_full_stability_report_trains_sgld_and_sgd_with_two_seeds(tiny_data, tmp_path):

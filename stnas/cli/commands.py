@@ -46,7 +46,7 @@ def _check_common(args) -> None:
 def cmd_search(args) -> int:
     from stnas.io import OutputLock, check_output_dir, write_json
     from stnas.methods import RunContext, get_method
-    from stnas.runtime import init_distributed, setup_logging
+    from stnas.runtime import init_distributed, release_log, setup_logging
 
     _check_common(args)
     method = get_method(args.method)
@@ -58,8 +58,9 @@ def cmd_search(args) -> int:
     if rank == 0:
         check_output_dir(args.out)
     with OutputLock(args.out):  # one run per output folder: a second is refused before it writes anything
-        setup_logging(args.out, "search.log")
+        setup_logging(args.out, "search.log", hold=True)  # released once the run's checks pass
         summary = method.run(args, ctx)
+        release_log()
     if rank != 0:
         return 0
     if not (args.out / "summary.json").exists():
@@ -188,7 +189,7 @@ def cmd_retrain(args) -> int:
                                                               ("batch_size", args.batch_size)) if v is not None})
     check_output_dir(args.out)
     with OutputLock(args.out):
-        setup_logging(args.out, "retrain.log")
+        setup_logging(args.out, "retrain.log", hold=True)  # released once the run's checks pass
         result = retrain(space, arch, data_root(args.data), cfg, args.out, device=dev, resume=args.resume,
                          loader=args.loader, threads=args.threads, progress=not args.no_progress, amp=amp_of(args))
     print(f"retrained {space.name} architecture: val top-1 {100 * result['val_top1']:.2f}% after {cfg.epochs} "

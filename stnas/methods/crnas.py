@@ -42,7 +42,7 @@ from pathlib import Path
 
 import torch
 
-from stnas.io import load_checkpoint, write_csv, write_json
+from stnas.io import load_checkpoint, start_run, write_csv, write_json
 from stnas.methods.base import Method, RunContext, positive, register
 from stnas.plots import plot_crnas_beam, plot_crnas_stages
 from stnas.runtime import autocast, progress, use_amp
@@ -262,11 +262,8 @@ def run_crnas(space: ResNetSpace, task, cfg: CRNASConfig, out: Path, *, resume: 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     stage_ckpt, spatial_ckpt = out / "stage_supernet.ckpt", out / "spatial_supernet.ckpt"
-    if (stage_ckpt.exists() or spatial_ckpt.exists()) and not resume:
-        raise FileExistsError(f"{stage_ckpt if stage_ckpt.exists() else spatial_ckpt} exists: pass --resume to "
-                              "continue that run, or choose another --out")
     settings = {"method": asdict(cfg), "data": task.describe()}
-    write_json(out / "config.json", {"space": space.to_dict(), **settings})
+    start_run(out, {"space": space.to_dict(), **settings}, [stage_ckpt, spatial_ckpt], resume)
     title = f"CR-NAS on {space.name} ({cfg.task})"
     reference = space.reference()
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from stnas.io import write_csv, write_json
+from stnas.io import start_run, write_csv, write_json
 from stnas.methods.base import Method, RunContext, non_negative, positive, register
 from stnas.plots import plot_arch_weights, plot_search_accuracy
 from stnas.runtime import use_amp
@@ -225,13 +225,11 @@ def run_drnas(space: CellSpace, data, cfg: DrNASConfig, out: Path, *, resume: bo
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
     ckpt = out / "search.ckpt"
-    if ckpt.exists() and not resume:
-        raise FileExistsError(f"{ckpt} exists: pass --resume to continue that run, or choose another --out")
     amp = use_amp(device, amp)
     settings = {"method": asdict(cfg), "data": {k: v for k, v in data.describe().items()
                                                  if k in ("batch_size", "image_size", "seed", "train_images")}}
-    write_json(out / "config.json", {"space": space.to_dict(), **settings, "data": data.describe(),
-                                     "benchmark": str(table.path) if table is not None else None})
+    start_run(out, {"space": space.to_dict(), **settings, "data": data.describe(),
+                    "benchmark": str(table.path) if table is not None else None}, [ckpt], resume)
     torch.manual_seed(seed)
     k0 = cfg.stage_channels[0] if cfg.progressive else 1
     net = MixedCellNet(space, weighting=cfg.weighting, partial_channels=k0).to(device)

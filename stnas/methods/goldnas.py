@@ -42,7 +42,7 @@ from pathlib import Path
 
 import torch
 
-from stnas.io import write_csv, write_json
+from stnas.io import start_run, write_csv, write_json
 from stnas.methods.base import Method, RunContext, count, non_negative, positive, register
 from stnas.runtime import autocast, use_amp
 from stnas.spaces import Budget, CellSpace, Space
@@ -312,14 +312,12 @@ def run_goldnas(space, data, cfg: GoldConfig, out: Path, *, resume: bool = False
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
     ckpt = out / "search.ckpt"
-    if ckpt.exists() and not resume:
-        raise FileExistsError(f"{ckpt} exists: pass --resume to continue that run, or choose another --out")
     amp = use_amp(device, amp)
     described = data.describe()
     settings = {"method": asdict(cfg), "data": {k: v for k, v in described.items()
                                                  if k in ("batch_size", "image_size", "seed", "train_images")}}
-    write_json(out / "config.json", {"space": space.to_dict(), **settings, "data": described,
-                                     "benchmark": str(getattr(table, "path", "")) if table is not None else None})
+    start_run(out, {"space": space.to_dict(), **settings, "data": described,
+                    "benchmark": str(getattr(table, "path", "")) if table is not None else None}, [ckpt], resume)
     torch.manual_seed(seed)
     net = gated_net(space, cfg.gate_init).to(device)
     if score is None:

@@ -47,7 +47,7 @@ from torch import nn
 
 from stnas.evaluate.rank import kendall_tau
 from stnas.evaluate.snapshot import SnapshotEvaluator
-from stnas.io import load_checkpoint, write_csv, write_json
+from stnas.io import load_checkpoint, start_run, write_csv, write_json
 from stnas.methods.base import Method, RunContext, count, register
 from stnas.optim import SGLD
 from stnas.plots import plot_pareto, plot_stability
@@ -272,12 +272,11 @@ def run_search(space: Space, data, cfg: SearchConfig, out: Path, resume: bool = 
     settings = {k: v for k, v in data.describe().items() if k in ("batch_size", "image_size", "recal_batches",
                                                                    "eval_images", "seed")}
     proxy = ProxyConfig(**{**asdict(proxy), "dataset_size": proxy.dataset_size or data.train_size, "data": settings})
-    write_json(out / "config.json", {"space": space.to_dict(), "proxy": asdict(proxy),
-                                      "evolution": asdict(cfg.evolution), "budgets_madds": budgets,
-                                      "budget_params": cfg.budget_params, "stability": cfg.stability,
-                                      "data": data.describe(),
-                                      **({} if benchmark is None else {"benchmark": str(benchmark.path),
-                                                                       "metric": metric})})
+    start_run(out, {"space": space.to_dict(), "proxy": asdict(proxy), "evolution": asdict(cfg.evolution),
+                    "budgets_madds": budgets, "budget_params": cfg.budget_params, "stability": cfg.stability,
+                    "data": data.describe(),
+                    **({} if benchmark is None else {"benchmark": str(benchmark.path), "metric": metric})},
+              [out / "supernet.ckpt"], resume)
 
     amp = use_amp(device, cfg.amp)
     log.info("training the supernet: %d steps (%s), %d snapshots%s", proxy.steps, proxy.optimizer, proxy.snapshots,

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from stnas import data as stdata
-from stnas.io import load_checkpoint, save_checkpoint, write_csv, write_json
+from stnas.io import load_checkpoint, save_checkpoint, start_run, write_csv, write_json
 from stnas.plots import plot_history
 from stnas.runtime import autocast, progress as progress_bar, use_amp
 from stnas.spaces import CellSpace, Space
@@ -104,6 +104,10 @@ def retrain(space: Space, arch, root, cfg: RetrainConfig, out, device, resume: b
         sched.load_state_dict(ck["scheduler"])
         torch.set_rng_state(ck["torch_rng"])
         history, epoch = ck["history"], ck["epoch"]
+    # Every check has passed (the data, the checkpoint): only now does anything in out change.
+    start_run(out, {"space": space.to_dict(), "arch": arch.to_dict(), "retrain": asdict(cfg), "data": str(root)},
+              [ckpt] if resume else [], resume)
+    if epoch:
         log.info("resumed at epoch %d of %d", epoch, cfg.epochs)
     bar = progress_bar(total, epoch * steps_per_epoch, "retrain", progress)
     try:
