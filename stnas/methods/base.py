@@ -114,3 +114,14 @@ def count(text) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return value
+
+
+# ---------------------------------------------------------------------- options every differentiable method shares
+
+def add_simplify_argument(g) -> None:
+    """``--simplify``: TopoNAS's simplification of the mixed edges (:mod:`stnas.supernet.toponas`), the same
+    switch on every differentiable method (DARTS, DrNAS, GOLD-NAS)."""
+    g.add_argument("--simplify", action="store_true",
+                   help="TopoNAS (arXiv 2408.01311, our design): one ReLU per source node, each edge's linear "
+                        "paths merged into one convolution with one BN and kernel normalisation; derivation "
+                        "and table lookup unchanged (see docs/toponas.md)")

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from stnas.io import start_run, write_csv, write_json
-from stnas.methods.base import Method, RunContext, non_negative, positive, register
+from stnas.methods.base import Method, RunContext, add_simplify_argument, non_negative, positive, register
 from stnas.plots import plot_arch_weights, plot_search_accuracy
 from stnas.runtime import use_amp
 from stnas.spaces import CellSpace, Space
@@ -55,6 +55,7 @@ class DrNASConfig:
     stage_ops: tuple[int, ...] = (5, 3)        # ops kept per edge per stage
     stage_arch_from: int = 10                  # epoch of each stage where architecture steps start
     batch_size: int = 64
+    simplify: bool = False                     # TopoNAS's merged edges (stnas.supernet.toponas)
     train: DifferentiableConfig = field(default_factory=DifferentiableConfig)
 
     def __post_init__(self):
@@ -232,7 +233,7 @@ def run_drnas(space: CellSpace, data, cfg: DrNASConfig, out: Path, *, resume: bo
                     "benchmark": str(table.path) if table is not None else None}, [ckpt], resume)
     torch.manual_seed(seed)
     k0 = cfg.stage_channels[0] if cfg.progressive else 1
-    net = MixedCellNet(space, weighting=cfg.weighting, partial_channels=k0).to(device)
+    net = MixedCellNet(space, weighting=cfg.weighting, partial_channels=k0, simplify=cfg.simplify).to(device)
     train_cfg = cfg.trainer_config()
     hooks: list[Hook] = [EpochOutputs(space, out, table, title=f"{cfg.title} on {space.name}")]
     schedule = ProgressiveSchedule(cfg) if cfg.progressive else None
@@ -288,6 +289,7 @@ class _Bilevel(Method):
                             "after every epoch")
         g.add_argument("--checkpoint-every", type=positive(int), default=1000,
                        help="steps between checkpoints, besides every epoch's end (default: 1000)")
+        add_simplify_argument(g)
 
     def config(self, args, ctx: RunContext) -> DrNASConfig:
         demo = ctx.data is None
@@ -301,7 +303,8 @@ class _Bilevel(Method):
         elif extra.get("progressive") and demo:
             extra["stage_epochs"] = (DEMO_EPOCHS // 2, DEMO_EPOCHS - DEMO_EPOCHS // 2)
             extra["stage_arch_from"] = 3
-        return DrNASConfig(weighting=self.weighting, batch_size=ctx.batch_size or 64, train=train, **extra)
+        return DrNASConfig(weighting=self.weighting, batch_size=ctx.batch_size or 64, simplify=args.simplify,
+                           train=train, **extra)
 
     def extra_config(self, args) -> dict:
         return {}

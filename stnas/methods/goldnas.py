@@ -43,7 +43,7 @@ from pathlib import Path
 import torch
 
 from stnas.io import start_run, write_csv, write_json
-from stnas.methods.base import Method, RunContext, count, non_negative, positive, register
+from stnas.methods.base import Method, RunContext, add_simplify_argument, count, non_negative, positive, register
 from stnas.runtime import autocast, use_amp
 from stnas.spaces import Budget, CellSpace, Space
 from stnas.spaces.budget import format_count
@@ -71,6 +71,7 @@ class GoldConfig:
     warmup_epochs: int = 1            # weights only, no gate steps, no resource term
     eval_images: int | None = None    # held-out images for the front's accuracy (None: all of val/)
     batch_size: int = 64
+    simplify: bool = False            # TopoNAS's module sharing / merged edges (stnas.supernet.toponas)
     train: DifferentiableConfig = field(default_factory=lambda: DifferentiableConfig(
         bilevel=False, arch_lr=0.05, arch_betas=(0.9, 0.999), arch_weight_decay=0.0))
 
@@ -319,7 +320,7 @@ def run_goldnas(space, data, cfg: GoldConfig, out: Path, *, resume: bool = False
     start_run(out, {"space": space.to_dict(), **settings, "data": described,
                     "benchmark": str(getattr(table, "path", "")) if table is not None else None}, [ckpt], resume)
     torch.manual_seed(seed)
-    net = gated_net(space, cfg.gate_init).to(device)
+    net = gated_net(space, cfg.gate_init, simplify=cfg.simplify).to(device)
     if score is None:
         score = TableAccuracy(table) if table is not None else HeldOutAccuracy(lambda: data.eval_batches(device),
                                                                                device, amp,
@@ -413,6 +414,7 @@ class GOLDNAS(Method):
                             "front with the table")
         g.add_argument("--checkpoint-every", type=positive(int), default=1000,
                        help="steps between checkpoints, besides every epoch's end (default: 1000)")
+        add_simplify_argument(g)
 
     def config(self, args, ctx: RunContext) -> GoldConfig:
         demo = ctx.data is None
@@ -429,7 +431,7 @@ class GOLDNAS(Method):
                           max_prune_frac=args.max_prune_frac, stable_epochs=args.stable_epochs,
                           params_weight=args.params_weight, budget_madds=args.budget_madds,
                           budget_params=args.budget_params, warmup_epochs=warmup, eval_images=args.eval_images,
-                          batch_size=ctx.batch_size or 64, train=train)
+                          batch_size=ctx.batch_size or 64, simplify=args.simplify, train=train)
 
     def space_of(self, args, ctx: RunContext):
         demo = ctx.data is None

@@ -1,0 +1,336 @@
+"""stnas.supernet.toponas (TopoNAS's simplification of mixed edges) against references written from the
+definition: an edge is ``sum_o w_o * op_o(x)`` over the cell's own op modules called one by one, in
+float64 (BN removed where the merged form is exact); where BN is moved, the merged formula is written
+out with explicit batch means and variances. And ``--simplify`` from the command line for every
+differentiable method on the demo."""
+import copy
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+from stnas.cli import main
+from stnas.spaces import CellArch, Space
+from stnas.supernet.cell_blocks import ReLUConvBN, edge_key
+from stnas.supernet.gated import GatedCellNet
+from stnas.supernet.mixed import MixedCell, MixedCellNet
+from stnas.supernet.toponas import Simplify, SimplifiedMixedCell, _relu_first, pool_count
+
+TINY_CELL = {"type": "cell", "name": "nb201-tiny", "input": {"resolution": 16, "channels": 3}, "num_classes": 4,
+             "cell": {"nodes": 4, "ops": ["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"]},
+             "skeleton": {"channels": 4, "cells_per_stage": 1, "stages": 3}}
+TINY_GOLD = {"type": "darts-gold", "name": "darts-gold-tiny", "input": {"resolution": 8, "channels": 3},
+             "num_classes": 4, "cell": {"ops": ["skip_connect", "sep_conv_3x3"]},
+             "skeleton": {"channels": 4, "cells": 3, "stem_multiplier": 1}}
+OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+NODES, EDGES = 4, 6
+
+
+def random_mask(seed):
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.rand(EDGES, len(OPS), generator=g) < 0.6
+    mask[torch.arange(EDGES), torch.randint(0, len(OPS), (EDGES,), generator=g)] = True
+    return mask.tolist()
+
+
+def make_cell(simplify, channels=6, k=1, mask=None, seed=0):
+    torch.manual_seed(seed)
+    cell = SimplifiedMixedCell(NODES, OPS, channels, k, Simplify.of(simplify))
+    mask = mask or [[True] * len(OPS) for _ in range(EDGES)]
+    cell._plan = cell.plan(mask)
+    return cell, mask
+
+
+def reference_op(module, name, x, bn, kernel_norm=False):
+    """One op on x from its standalone module: convs without BN unless ``bn``; the pool as NAS-Bench-201's
+    (nn.AvgPool2d, count_include_pad=False)."""
+    if isinstance(module, ReLUConvBN):
+        w = module.conv.weight
+        if kernel_norm:
+            w = w / w.flatten(1).norm(dim=1)[:, None, None, None]
+        y = F.conv2d(torch.relu(x), w, None, 1, module.conv.padding)
+        return module.bn(y) if bn else y
+    return module(x)
+
+
+def reference_cell(cell, x, weights, mask, kernel_norm=False):
+    """The float64 definition of a cell without BN on the conv paths: node d = sum over its edges and
+    unmasked, non-zero ops of ``w * op(node s)``; with partial channels, DrNAS's MixedOp per edge."""
+    k = cell.k
+    nodes = [x]
+    for dst in range(1, cell.nodes):
+        total = 0
+        for src in range(dst):
+            e = dst * (dst - 1) // 2 + src
+            h = nodes[src]
+            part = h.shape[1] // k
+            xs = h[:, :part]
+            mixed = 0 * xs
+            for o, name in enumerate(cell.ops):
+                if mask[e][o] and name != "none":
+                    mixed = mixed + weights[e, o] * reference_op(cell.edges[edge_key(dst, src)][name], name, xs,
+                                                                 False, kernel_norm)
+            if k > 1:
+                c = h.shape[1]
+                y = torch.cat([mixed, h[:, part:]], 1)
+                mixed = y.view(y.shape[0], k, c // k, *y.shape[2:]).transpose(1, 2).reshape(y.shape)
+            total = total + mixed
+        nodes.append(total)
+    return nodes[-1]
+
+
+def grads(outputs, inputs):
+    return torch.autograd.grad(outputs, inputs, allow_unused=True)
+
+
+@pytest.mark.parametrize("k", [1, 2])
+@pytest.mark.parametrize("masked,weights_kind", [(False, "softmax"), (True, "any")])
+@pytest.mark.parametrize("kernel_norm", [False, True])
+def test_merged_cell_without_bn_equals_the_unmerged_weighted_sum_forward_and_backward(k, masked, weights_kind,
+                                                                                     kernel_norm):
+    """norm="none": forward, and gradients of the input, every conv weight and the architecture weights,
+    in float64, against the ops called one by one (BN removed; normalised kernels where kernel_norm)."""
+    mask = random_mask(3 + k + 2 * masked) if masked else None
+    cell, mask = make_cell({"norm": "none", "kernel_norm": kernel_norm}, channels=6, k=k, mask=mask, seed=k)
+    cell.double()
+    if weights_kind == "softmax":
+        w = torch.randn(EDGES, len(OPS), dtype=torch.float64).masked_fill(~torch.tensor(mask), -torch.inf).softmax(-1)
+    else:  # given weights, not normalised, some negative: taken as they are
+        w = torch.randn(EDGES, len(OPS), dtype=torch.float64)
+    w.requires_grad_(True)
+    x = torch.randn(3, 6, 7, 9, dtype=torch.float64, requires_grad=True)  # odd sizes: border rings of both parities
+    params = [p for p in cell.parameters()]
+    out = cell(x, w)
+    ref = reference_cell(cell, x, w, mask, kernel_norm)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    g = torch.randn_like(out)
+    got = grads((out * g).sum(), [x, w, *params])
+    want = grads((ref * g).sum(), [x, w, *params])
+    for name, a, b in zip(["x", "w"] + [n for n, _ in cell.named_parameters()], got, want):
+        if b is None:
+            assert a is None or not a.abs().any(), name
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10, msg=name)
+    # Masked and none entries of the weights get exactly zero gradient.
+    off = ~torch.tensor(mask) | torch.tensor([[n == "none" for n in OPS]] * EDGES)
+    assert not got[1][off].abs().any()
+
+
+def test_merged_bn_is_the_total_weight_times_one_bn_of_the_normalised_mix():
+    """norm="merged": each edge's conv group is ``s * (z - mean) / sqrt(var + eps)``, z the conv of relu(x)
+    with ``sum_o (w_o / s) pad(K_o / ||K_o||)``, batch mean and (biased) variance per channel, s = sum of the
+    conv ops' weights; running statistics move by momentum with the unbiased variance."""
+    cell, mask = make_cell(True, channels=5, seed=4)
+    cell.double().train()
+    w = torch.rand(EDGES, len(OPS), dtype=torch.float64)
+    x = torch.randn(4, 5, 6, 6, dtype=torch.float64)
+    out = cell(x, w)
+    nodes = [x]
+    for dst in range(1, NODES):
+        total = 0
+        for src in range(dst):
+            e = dst * (dst - 1) // 2 + src
+            ops = cell.edges[edge_key(dst, src)]
+            h = nodes[src]
+            lin = w[e, 1] * h + w[e, 4] * ops["avg_pool_3x3"](h)
+            k1, k3 = (ops[n].conv.weight for n in ("nor_conv_1x1", "nor_conv_3x3"))
+            k1, k3 = (kk / kk.flatten(1).norm(dim=1)[:, None, None, None] for kk in (k1, k3))
+            s = w[e, 2] + w[e, 3]
+            kernel = (w[e, 2] * F.pad(k1, (1, 1, 1, 1)) + w[e, 3] * k3) / s
+            z = F.conv2d(torch.relu(h), kernel, padding=1)
+            mean, var = z.mean((0, 2, 3), keepdim=True), z.var((0, 2, 3), unbiased=False, keepdim=True)
+            bn = cell.merged_bn[edge_key(dst, src)]
+            total = total + lin + s * (z - mean) / torch.sqrt(var + bn.eps)
+            n = z.numel() / z.shape[1]
+            torch.testing.assert_close(bn.running_mean, 0.1 * mean.flatten(), rtol=1e-9, atol=1e-12)
+            torch.testing.assert_close(bn.running_var, 0.9 + 0.1 * var.flatten() * n / (n - 1), rtol=1e-9, atol=1e-12)
+        nodes.append(total)
+    torch.testing.assert_close(out, nodes[-1], rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("kernel_norm", [False, True])
+def test_moving_bn_changes_nothing_where_an_edge_has_one_conv_op(kernel_norm):
+    """With one conv op per edge its own BN and the merged BN see the same channels up to a per-filter
+    scale, which BN divides out: the simplified cell equals MixedCell (per-op BN), eps set negligible."""
+    mask = [[True, True, c == 2, c == 3, True] for c in (2, 3, 2, 3, 3, 2)]  # one conv op per edge
+    torch.manual_seed(0)
+    ref = MixedCell(NODES, OPS, 6)
+    cell, _ = make_cell({"kernel_norm": kernel_norm}, channels=6, mask=mask)
+    cell.edges.load_state_dict(ref.edges.state_dict())
+    ref._plan = ref.plan(mask)
+    for m in list(ref.modules()) + list(cell.modules()):
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.eps = 1e-14
+    ref.double(), cell.double()
+    w = torch.rand(EDGES, len(OPS), dtype=torch.float64)
+    x = torch.randn(4, 6, 8, 8, dtype=torch.float64)
+    torch.testing.assert_close(cell(x, w), ref(x, w), rtol=1e-8, atol=1e-9)
+
+
+def test_pool_border_include_differs_only_on_the_border_ring():
+    """On one edge: pool_border="exact" reproduces count_include_pad=False; "include" divides by 9
+    everywhere (count_include_pad=True on the border); the interior is the same."""
+    x = torch.randn(2, 4, 7, 8, dtype=torch.float64)
+    w = torch.rand(len(OPS), dtype=torch.float64)
+    mask = [[False, True, False, False, True]] * EDGES  # skip and pool only
+    outs = {}
+    for border in ("exact", "include"):
+        cell, _ = make_cell({"norm": "none", "pool_border": border}, channels=4, mask=mask)
+        outs[border] = cell.double()._edge(0, x, None, w)
+    torch.testing.assert_close(outs["exact"], w[1] * x + w[4] * F.avg_pool2d(x, 3, 1, 1, count_include_pad=False),
+                               rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(outs["include"], w[1] * x + w[4] * F.avg_pool2d(x, 3, 1, 1, count_include_pad=True),
+                               rtol=1e-12, atol=1e-12)
+    inner = (slice(None), slice(None), slice(1, -1), slice(1, -1))
+    torch.testing.assert_close(outs["exact"][inner], outs["include"][inner], rtol=1e-12, atol=1e-12)
+    assert (outs["exact"] - outs["include"]).abs().amax() > 1e-3
+    count = pool_count(7, 8, 3, x.device, x.dtype)
+    assert count[0, 0, 0, 0] == 4 and count[0, 0, 0, 3] == 6 and count[0, 0, 3, 3] == 9
+
+
+class CallCounter(TorchFunctionMode):
+    def __init__(self, *names):
+        super().__init__()
+        self.calls = {n: 0 for n in names}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in self.calls:
+            self.calls[name] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_each_edge_runs_one_conv_and_one_bn_and_each_source_node_one_relu():
+    cell, _ = make_cell(True, channels=4)
+    cell(torch.randn(2, 4, 6, 6), torch.rand(EDGES, len(OPS)))  # the pooling's count map, computed once
+    with CallCounter("conv2d", "relu", "batch_norm") as counter:
+        cell(torch.randn(2, 4, 6, 6), torch.rand(EDGES, len(OPS)))
+    assert counter.calls == {"conv2d": EDGES, "relu": NODES - 1, "batch_norm": EDGES}
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_skip_pool_operator_backward_matches_finite_differences(exact):
+    from stnas.supernet.toponas import SkipPoolMix
+
+    x = torch.randn(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
+    ws, wp = (torch.randn((), dtype=torch.float64, requires_grad=True) for _ in range(2))
+    inv = pool_count(5, 6, 3, x.device, x.dtype).reciprocal() if exact else None
+    assert torch.autograd.gradcheck(lambda a, b, c: SkipPoolMix.apply(a, b, c, inv), (x, ws, wp))
+
+
+@pytest.mark.parametrize("weighting", ["softmax", "dirichlet"])
+def test_simplified_network_trains_derives_prunes_widens_and_round_trips(weighting):
+    """The network around the simplified cells is MixedCellNet's: same parameter names and initial weights,
+    beta gets gradients, derive/prune unchanged, partial channels widen, state_dict restores."""
+    space = Space.from_dict(TINY_CELL)
+    torch.manual_seed(0)
+    plain = MixedCellNet(space, weighting)
+    torch.manual_seed(0)
+    net = MixedCellNet(space, weighting, simplify=True)
+    params = dict(net.named_parameters())
+    for name, p in plain.named_parameters():
+        assert torch.equal(params[name], p), name
+    x = torch.randn(2, 3, 16, 16)
+    net(x).sum().backward()
+    assert net.beta.grad is not None and net.beta.grad.abs().sum() > 0
+    with torch.no_grad():
+        net.beta.copy_(torch.randn_like(net.beta))
+        plain.beta.copy_(net.beta)
+    assert net.derive() == plain.derive()
+    net.prune(3)
+    plain.prune(3)
+    assert torch.equal(net.mask, plain.mask) and net(x).shape == (2, 4)
+    other = MixedCellNet(space, weighting, simplify=True)
+    other.load_state_dict(net.state_dict())
+    assert torch.equal(other.mask, net.mask)
+    pc = MixedCellNet(space, weighting, partial_channels=4, simplify=True)
+    pc(x).sum().backward()
+    pc.widen(2)
+    assert pc(x).shape == (2, 4) and pc.cells()[0].merged_bn["1<-0"].num_features == 2
+
+
+def test_darts_gold_shares_one_relu_per_source_and_computes_the_same():
+    """darts-gold (GOLD-NAS): module sharing only; the output and every gradient equal the unshared cell's,
+    with one ReLU per source node that feeds a separable conv or a factorized reduction."""
+    torch.manual_seed(0)
+    space = Space.from_dict(TINY_GOLD)
+    plain = GatedCellNet(space).double()
+    shared = GatedCellNet(space, simplify=True).double()
+    shared.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    with CallCounter("relu") as c0:
+        y0 = plain(x)
+    with CallCounter("relu") as c1:
+        y1 = shared(x)
+    torch.testing.assert_close(y1, y0, rtol=0, atol=0)
+    g0 = grads(y0.sum(), list(plain.parameters()))
+    g1 = grads(y1.sum(), list(shared.parameters()))
+    for (name, _), a, b in zip(plain.named_parameters(), g0, g1):
+        assert (a is None) == (b is None), name
+        if a is not None:
+            torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-14, msg=name)
+    # Every op that begins with a ReLU (separable convs; factorized reductions on strided edges) shares one
+    # ReLU per source node.
+    saved = 0
+    for cell in plain.cells:
+        first = [(key.split("<-")[1], m) for key, ops in cell.edges.items() for m in ops.values()
+                 if _relu_first(m) is not None]
+        saved += len(first) - len({src for src, _ in first})
+    assert saved > 0 and c0.calls["relu"] - c1.calls["relu"] == saved
+
+
+def test_simplify_options_are_checked():
+    with pytest.raises(ValueError, match="norm"):
+        Simplify(norm="batch")
+    with pytest.raises(ValueError, match="pool_border"):
+        Simplify(pool_border="zero")
+    assert Simplify.of(False) is None and Simplify.of(True) == Simplify()
+
+
+@pytest.fixture(scope="module")
+def tiny_images(tmp_path_factory):
+    """4 classes of 8x8 JPEGs whose colour says the class, 8 train and 2 val each, and the space file."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("topo")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 8), ("val", 2)):
+        for c in range(4):
+            (root / split / f"c{c}").mkdir(parents=True)
+            for i in range(n):
+                base = np.array([60 * c, 255 - 60 * c, 128], np.float32)
+                img = np.clip(base + rng.normal(0, 20, (8, 8, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(img).save(root / split / f"c{c}" / f"{i}.jpg", quality=90)
+    (root / "cell.json").write_text(json.dumps({**TINY_CELL, "input": {"resolution": 8, "channels": 3}}))
+    return root
+
+
+@pytest.mark.parametrize("method", ["darts", "drnas", "goldnas"])
+def test_simplify_runs_from_the_command_line(method, tiny_images, tmp_path, capsys):
+    """`stnas search --method M --simplify` (tiny data: the built-in demo takes minutes per method on two
+    cores): the run records the switch and its architecture file has the usual format."""
+    out = tmp_path / "out"
+    space = tiny_images / "cell.json"  # GOLD-NAS on the cell space: the merged edges (darts-gold: tested above)
+    argv = ["search", "--method", method, "--simplify", "--space", str(space), "--data", str(tiny_images),
+            "--out", str(out), "--epochs", "2" if method == "goldnas" else "1", "--batch-size", "8", "--no-progress",
+            "--threads", "1"]
+    if method == "goldnas":
+        argv += ["--warmup-epochs", "1", "--stable-epochs", "1"]
+    assert main(argv) == 0, capsys.readouterr().err
+    config = json.loads((out / "config.json").read_text())
+    assert config["method"]["simplify"] is True
+    if method == "goldnas":
+        archs = sorted((out / "archs").glob("arch_*.json"))
+        assert archs
+        entry = json.loads(archs[0].read_text())
+        assert set(entry) >= {"space", "arch", "madds", "params", "accuracy", "epoch"}
+        Space.from_dict(entry["space"]).arch_from_dict(entry["arch"])
+    else:
+        derived = json.loads((out / "derived.json").read_text())
+        assert set(derived) >= {"space", "epoch", "arch"} and derived["epoch"] == 1
+        arch = CellArch.from_nb201(derived["arch"]["nb201"])
+        assert list(arch.ops) == derived["arch"]["ops"] and len(arch.ops) == EDGES
+        Space.from_dict(derived["space"]).validate(arch)
