@@ -17,13 +17,14 @@ measured figures.
    the ReLU of a source node serves every conv of every out-edge (NAS-Bench-201: nor_conv_1x1 and
    nor_conv_3x3; darts-gold: the separable convs and the factorized reduction).
 3. **Merging linear paths.** Per edge: ``conv(relu(x), sum_o w_o * pad(K_o))`` (a 1x1 kernel padded to the
-   centre of the 3x3) and one depthwise 3x3 conv of ``x`` with the kernel ``w_skip * delta + w_pool * J/9``
-   (identity as a centred delta, average pooling as the fixed box kernel). NAS-Bench-201 pools with
-   ``count_include_pad=False``: on the border ring a position averages fewer than 9 inputs. With
-   ``pool_border="exact"`` the merged output is corrected per position, ``a * z - (a - 1) * w_skip * x``
-   with ``a = 9 / count`` (``count``: ones convolved with the box, 1 in the interior), which equals the
-   unmerged sum exactly; ``"include"`` leaves the one conv as it is (``count_include_pad=True``
-   semantics on the border).
+   centre of the 3x3) and one linear operator on ``x`` with the kernel ``w_skip * delta + w_pool * J/count``
+   (identity as a centred delta, average pooling as the fixed box kernel J), :class:`SkipPoolMix`.
+   NAS-Bench-201 pools with ``count_include_pad=False``: on the border ring a position averages fewer
+   than 9 inputs; ``pool_border="exact"`` divides by ``count`` (ones convolved with the box, computed once
+   per size), which equals the unmerged sum exactly; ``"include"`` divides by 9 everywhere
+   (``count_include_pad=True`` semantics on the border ring, the same interior). The operator is applied
+   by separable box sums rather than a generic depthwise convolution, which measured slower than the
+   dense 3x3 conv on the CPU.
 4. **Normalisation** (``norm``, ``kernel_norm``). ``"merged"``: one BatchNorm (no affine, running
    statistics) per edge after the merged conv, and the conv group keeps its total weight
    ``s = sum_o w_o``: ``s * BN(conv(relu(x), sum_o (w_o / s) * pad(K_o_hat)))``, where ``K_o_hat`` is each
@@ -62,7 +63,7 @@ class Simplify:
 
     norm: str = "merged"          # "merged": one BN per edge after the merged conv; "none": no BN there
     kernel_norm: bool = True      # each op's kernel at unit L2 norm per output filter before the mix
-    pool_border: str = "exact"    # "exact": count_include_pad=False reproduced; "include": one plain conv
+    pool_border: str = "exact"    # "exact": count_include_pad=False reproduced; "include": divisor 9 everywhere
 
     def __post_init__(self):
         if self.norm not in NORMS:
@@ -116,6 +117,47 @@ class _EdgePlan:
     skip: int | None
     pool: int | None
     alone: tuple
+
+
+def box_sum(x: torch.Tensor) -> torch.Tensor:
+    """The 3x3 box sum of every channel with zero padding (x convolved with ones(3, 3), 'same'), as two
+    separable passes of shifted adds."""
+    p = F.pad(x, (1, 1, 1, 1))
+    h = p[..., :, :-2] + p[..., :, 1:-1] + p[..., :, 2:]
+    return h[..., :-2, :] + h[..., 1:-1, :] + h[..., 2:, :]
+
+
+class SkipPoolMix(torch.autograd.Function):
+    """``w_skip * x + w_pool * P(x)``: the merged kernel ``w_skip * delta + w_pool * J / count`` of the skip
+    and the 3x3 average pooling, applied as one linear operator on ``x``. ``P(x) = box_sum(x) * inv``:
+    ``inv`` (1, 1, H, W) is ``1 / count`` per position (count_include_pad=False, exact) or None for 1/9
+    everywhere (count_include_pad=True). The box kernel's structure is used instead of a generic depthwise
+    convolution (which cost more than the dense 3x3 conv on the CPU, measured in docs/toponas.md).
+
+    Nothing beyond ``x`` is kept for the backward: ``P`` is self-adjoint up to the divisor, so with
+    ``q = P^T(g) = box_sum(g * inv)``: ``dx = w_skip * g + w_pool * q``, ``dw_skip = <g, x>``,
+    ``dw_pool = <g, P(x)> = <q, x>``."""
+
+    @staticmethod
+    def forward(ctx, x, w_skip, w_pool, inv):
+        ctx.save_for_backward(x, w_skip, w_pool, inv)
+        ctx.has_inv = inv is not None
+        pooled = box_sum(x)
+        pooled = pooled * inv if inv is not None else pooled * (1.0 / 9.0)
+        return torch.addcmul(pooled.mul_(w_pool), x, w_skip)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w_skip, w_pool, inv = ctx.saved_tensors
+        q = box_sum(g * inv if ctx.has_inv else g * (1.0 / 9.0))
+        dx = dws = dwp = None
+        if ctx.needs_input_grad[0]:
+            dx = q * w_pool + g * w_skip
+        if ctx.needs_input_grad[1]:
+            dws = (g * x).sum().reshape(w_skip.shape)
+        if ctx.needs_input_grad[2]:
+            dwp = (q * x).sum().reshape(w_pool.shape)
+        return dx, dws, dwp, None
 
 
 def _is_mergeable_pool(module) -> bool:
@@ -183,14 +225,13 @@ class SimplifiedMixedCell(nn.Module):
 
     # ---------------------------------------------------------------- forward
 
-    def _count(self, x: torch.Tensor) -> torch.Tensor:
-        """9 / count per position (1 in the interior), cached per shape, device and dtype."""
+    def _inverse_count(self, x: torch.Tensor) -> torch.Tensor:
+        """1 / count per position (1/9 in the interior), cached per shape, device and dtype."""
         key = (x.shape[-2], x.shape[-1], x.device, x.dtype)
-        a = self._counts.get(key)
-        if a is None:
-            a = 9.0 / pool_count(x.shape[-2], x.shape[-1], 3, x.device, x.dtype)
-            self._counts[key] = a
-        return a
+        inv = self._counts.get(key)
+        if inv is None:
+            inv = self._counts[key] = pool_count(x.shape[-2], x.shape[-1], 3, x.device, x.dtype).reciprocal()
+        return inv
 
     def _conv_group(self, key: str, plan: _EdgePlan, r: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         ops, cfg = self.edges[key], self.simplify
@@ -216,21 +257,9 @@ class SimplifiedMixedCell(nn.Module):
     def _linear_group(self, plan: _EdgePlan, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor | None:
         if plan.pool is None:
             return None if plan.skip is None else w[plan.skip] * x
-        c = x.shape[1]
-        box = x.new_full((1, 1, 3, 3), 1.0 / 9.0)
-        kernel = w[plan.pool] * box
-        if plan.skip is not None:
-            delta = x.new_zeros((1, 1, 3, 3))
-            delta[..., 1, 1] = 1.0
-            kernel = kernel + w[plan.skip] * delta
-        z = F.conv2d(x, kernel.expand(c, 1, 3, 3), None, 1, 1, 1, c)
-        if self.simplify.pool_border == "include":
-            return z
-        a = self._count(x)
-        z = z * a  # the pooled part divided by its own count; the identity part must not be
-        if plan.skip is not None:
-            z = z - ((a - 1.0) * w[plan.skip]) * x
-        return z
+        inv = self._inverse_count(x) if self.simplify.pool_border == "exact" else None
+        skip = w[plan.skip] if plan.skip is not None else w.new_zeros(())
+        return SkipPoolMix.apply(x, skip, w[plan.pool], inv)
 
     def _edge(self, e: int, x: torch.Tensor, r: torch.Tensor | None, w: torch.Tensor) -> torch.Tensor | None:
         """The mixed op of edge ``e`` on its source ``x`` (``r``: relu(x), shared by the source's out-edges)."""
@@ -248,7 +277,7 @@ class SimplifiedMixedCell(nn.Module):
             return None
         out = parts[0]
         for p in parts[1:]:
-            out = out + p
+            out = out.add_(p)  # every part is a fresh tensor that no backward reads: add in place
         return out
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -272,7 +301,7 @@ class SimplifiedMixedCell(nn.Module):
                         r = relus[src] = torch.relu(xs)
                 y = self._edge(e, xs, r, weights[e])
                 if y is not None:
-                    total = y if total is None else total + y
+                    total = y if total is None else total.add_(y)
             if total is None:  # every input is none or pruned: a zero node (as MixedCell)
                 total = x.new_zeros((x.shape[0], part, *x.shape[2:]))
             if k > 1:
