@@ -48,7 +48,8 @@ if [ "$stage" = quick ]; then
   python3 -m pytest -q -p no:cacheprovider -rs -m cuda tests > "$out/pytest_cuda_marker.log" 2>&1
   tail -5 "$out/pytest_cuda_marker.log" | tee -a "$log"
   python3 -m pytest -q -p no:cacheprovider -rs -k cuda tests/test_masked_path_sum.py tests/test_sgld_step.py \
-    tests/test_sgld_optimizer.py tests/test_build.py tests/test_mixed.py > "$out/pytest_cuda_ids.log" 2>&1
+    tests/test_sgld_optimizer.py tests/test_build.py tests/test_mixed.py tests/test_batch_norm_act.py \
+    > "$out/pytest_cuda_ids.log" 2>&1
   tail -5 "$out/pytest_cuda_ids.log" | tee -a "$log"
   step "headline benchmarks"
   timeout 150 python3 bench/bench_mixed_supernet.py --device cuda --steps 20 --out "$out/mixed_supernet_cuda.json" \
@@ -56,7 +57,9 @@ if [ "$stage" = quick ]; then
   timeout 60 python3 bench/bench_sgld.py --device cuda --no-compile --out "$out/sgld_cuda.json" 2>&1 | tail -12 | tee -a "$log"
   timeout 60 python3 bench/bench_masked_path_sum.py --device cuda --paths 3,6 --mode fwd+bwd --no-compile \
     --out "$out/masked_path_sum_cuda.json" 2>&1 | tail -12 | tee -a "$log"
-  timeout 120 python3 bench/bench_supernet.py --device cuda --data synthetic --impls stnas,spos --reps 2 \
+  timeout 90 python3 bench/bench_batch_norm_act.py --device cuda --variants relu6 --mode fwd+bwd \
+    --out "$out/batch_norm_act_cuda.json" 2>&1 | tail -12 | tee -a "$log"
+  timeout 150 python3 bench/bench_supernet.py --device cuda --data synthetic --impls stnas,spos,spos_strong --reps 2 \
     --out "$out/supernet_cuda.json" 2>&1 | grep -v '^USDT' | tail -12 | tee -a "$log"
   crnas_detection 120 --warmup 5 --reps 10
   step "done"
@@ -80,6 +83,7 @@ if [ "$stage" = all ] || [ "$stage" = bench ]; then
   python3 bench/bench_sgld.py --device cuda --out "$out/sgld_cuda.json" 2>&1 | tee -a "$log"
   python3 bench/bench_sgld.py --device cuda --numel 100000000 --grad-dtype bf16 --out "$out/sgld_cuda_100m_bf16.json" 2>&1 | tee -a "$log"
   python3 bench/bench_masked_path_sum.py --device cuda --out "$out/masked_path_sum_cuda.json" 2>&1 | tee -a "$log"
+  python3 bench/bench_batch_norm_act.py --device cuda --out "$out/batch_norm_act_cuda.json" 2>&1 | tee -a "$log"
   python3 bench/bench_mixed_supernet.py --device cuda --out "$out/mixed_supernet_cuda.json" 2>&1 | tee -a "$log"
   # End to end and data: real JPEGs need the ImageNet sample tar (--tar or ../shared/data), DALI needs
   # nvidia-dali installed; without them those rows say why, and the synthetic rows still run.
