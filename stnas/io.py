@@ -158,6 +158,13 @@ def _changed_settings(saved, now, free, prefix: str = "") -> list[tuple]:
     return [] if saved == now else [(prefix.rstrip("."), saved, now)]
 
 
+def written_files(out) -> str:
+    """Every file and folder a run left in ``out``, for the closing message (never a fixed list that
+    forgets one)."""
+    names = [p.name + ("/" if p.is_dir() else "") for p in sorted(Path(out).iterdir()) if not p.name.startswith(".")]
+    return ", ".join(names)
+
+
 class OutputError(ValueError):
     """An output folder that cannot be used: a file, not writable, or in use by another run."""
 

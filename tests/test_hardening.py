@@ -170,3 +170,122 @@ def test_scores_csv_keeps_exact_scores_so_a_resumed_evolution_reads_the_same_flo
     again = ScoreTable(space, tmp_path / "scores.csv")
     assert again.rows == table.rows
     assert [again.score(a) for a in archs] == [table.score(a) for a in archs]
+
+
+# ---------------------------------------------------------------------- silent mismatches (item 5), the CLI
+
+def _demo_supernet_ckpt(path, snapshots: bool):
+    from stnas.spaces import Space
+    from stnas.supernet import SuperNet
+
+    space = Space.load("demo")
+    torch.manual_seed(0)
+    weights = SuperNet(space).state_dict()
+    return save_checkpoint(path, {"space": space.to_dict(), "config": {}, "model": weights,
+                                  "snapshots": [weights] if snapshots else []}, kind="supernet")
+
+
+def _arch_file(path, space_name: str):
+    import json
+
+    from stnas.spaces import Space
+
+    arch = Space.load("demo").sample(__import__("random").Random(0))
+    path.write_text(json.dumps({"space": space_name, "arch": arch.to_dict()}))
+    return path
+
+
+def test_an_architecture_file_of_another_space_is_refused_by_evaluate_export_and_retrain(tmp_path, capsys):
+    """demo's architectures would fit a supernet of any space with the same edges and ops: the file's own
+    'space' field decides, in one line, before any data is read."""
+    ckpt = _demo_supernet_ckpt(tmp_path / "s.ckpt", snapshots=True)
+    other = _arch_file(tmp_path / "other.json", "tas")
+    for argv in (["evaluate", "--checkpoint", str(ckpt), "--archs", str(other)],
+                 ["export", "--checkpoint", str(ckpt), "--arch", str(other), "--out", str(tmp_path / "m.pt")],
+                 ["retrain", str(other), "--space", "demo", "--out", str(tmp_path / "rt")]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert "architecture of space 'tas'" in err and "'demo'" in err and "Traceback" not in err, err
+    assert not (tmp_path / "m.pt").exists() and not (tmp_path / "rt" / "config.json").exists()
+
+
+def test_export_without_snapshots_says_where_the_weights_come_from(tmp_path, capsys):
+    ckpt = _demo_supernet_ckpt(tmp_path / "s.ckpt", snapshots=False)
+    arch = _arch_file(tmp_path / "a.json", "demo")
+    assert main(["export", "--checkpoint", str(ckpt), "--arch", str(arch), "--out", str(tmp_path / "m.pt"),
+                 "--no-progress", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "final weights (no snapshots)" in out and "last snapshot" not in out, out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--eval-images", "0"], "--eval-images: must be > 0, got 0"),
+    (["--budget-madds", "-5M"], "--budget-madds: must be > 0, got -5M"),  # not taken for an option
+    (["--budget-madds", "1e400"], "--budget-madds: must be a finite count, got 1e400"),
+    (["--population", "0"], "--population: must be > 0"),
+    (["--burn-in", "-1"], "--burn-in: must be >= 0"),
+])
+def test_bad_numbers_are_refused_by_the_parser_in_one_line(argv, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["search", *argv, "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and "Traceback" not in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def _refused_after_checks(out):
+    """An --out whose checkpoint exists: a search logs its warnings, then is refused before training."""
+    out.mkdir()
+    (out / "supernet.ckpt").write_bytes(b"x")
+    return out
+
+
+def test_a_huge_sgld_temperature_is_warned_about(tmp_path, capsys):
+    out = _refused_after_checks(tmp_path / "o")
+    assert main(["search", "--temperature", "1e12", "--out", str(out), "--no-progress", "--threads", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--temperature 1e+12: the SGLD noise is" in err, err
+    assert main(["search", "--out", str(out), "--no-progress", "--threads", "1"]) == 2  # the default: silent
+    assert "SGLD noise" not in capsys.readouterr().err
+
+
+def test_data_without_space_chooses_a_space_with_its_classes(tmp_path, capsys):
+    data = _folder(tmp_path / "d", n=2)
+    out = _refused_after_checks(tmp_path / "o")
+    assert main(["search", "--data", str(data), "--out", str(out), "--batch-size", "8", "--no-progress",
+                 "--threads", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "no --space: " in err and "built-in space 'demo'" in err and "exists: pass --resume" in err, err
+    assert main(["search", "--space", "tas", "--data", str(data), "--out", str(out), "--batch-size", "8",
+                 "--no-progress", "--threads", "1"]) == 2
+    assert "pass --space demo or a space file with num_classes: 10" in capsys.readouterr().err
+    three = _folder(tmp_path / "d3", classes=3, n=2)
+    assert main(["search", "--data", str(three), "--out", str(out), "--no-progress"]) == 2
+    assert "no built-in space classifies into 3" in capsys.readouterr().err
+
+
+def test_every_option_of_search_and_retrain_says_its_default():
+    """Flags and required options aside, an option's help names its default (timm/NNI habit)."""
+    import argparse
+
+    from stnas.cli import build_parser
+
+    parser = build_parser("stnas")
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    missing = []
+    for command in ("search", "retrain"):
+        for action in sub.choices[command]._actions:
+            if not action.option_strings or action.nargs == 0 or action.required:
+                continue
+            if "default" not in (action.help or ""):
+                missing.append(f"{command} {action.option_strings[0]}")
+    assert not missing, missing
+
+
+def test_written_files_lists_everything_in_out(tmp_path):
+    from stnas.io import written_files
+
+    for name in ("b.json", "a.csv", ".stnas.lock"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / "archs").mkdir()
+    assert written_files(tmp_path) == "a.csv, archs/, b.json"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -36,10 +37,20 @@ def _method_of(argv: list[str]) -> str:
     return DEFAULT_METHOD
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse takes "-5M" or "-1e3" for an option (its negative numbers are plain digits), so a
+    negative budget was "expected one argument"; here they are values, which the option's type refuses
+    in one line. Subcommand parsers are of the same class."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?[kKmMgG]?$")
+
+
 def build_parser(method: str | None = None) -> argparse.ArgumentParser:
     from stnas.methods import DEFAULT_METHOD, get_method, method_names
 
-    parser = argparse.ArgumentParser(prog="stnas", description="One-shot NAS at hardware speed: ST-NAS, DARTS, "
+    parser = _Parser(prog="stnas", description="One-shot NAS at hardware speed: ST-NAS, DARTS, "
                                      "DrNAS and their family behind one command.")
     from stnas import __version__
 

@@ -85,7 +85,19 @@ def _search_data_of_run(args, space, ck):
     return search_data(ctx, space, batch, seed=run.get("seed", 0), eval_images=run.get("eval_images")), ctx.device
 
 
-def _load_archs(path: Path, space):
+def check_arch_space(item, space, what: str, against: str) -> None:
+    """An architecture file that names its space (``best_*.json``, ``derived.json``, ``arch.json`` do)
+    must be of ``space``: another space's architecture can fit a supernet by chance and be scored or
+    built silently on the wrong one."""
+    from stnas.spaces import SpaceError
+
+    given = item.get("space") if isinstance(item, dict) else None
+    name = given.get("name") if isinstance(given, dict) else given
+    if name is not None and name != space.name:
+        raise SpaceError(f"{what} is an architecture of space {name!r}, but {against} is of space {space.name!r}")
+
+
+def _load_archs(path: Path, space, against: str):
     from stnas.spaces import SpaceError, read_arch_json
 
     data = read_arch_json(path, what="--archs")
@@ -94,6 +106,7 @@ def _load_archs(path: Path, space):
         raise SpaceError(f"--archs {path} holds no architecture (an empty list)")
     archs = []
     for k, item in enumerate(items):
+        check_arch_space(item, space, f"--archs {path}" + (f", entry {k}," if len(items) > 1 else ""), against)
         try:
             archs.append(space.arch_from_dict(item))
         except SpaceError as e:
@@ -121,7 +134,7 @@ def cmd_evaluate(args) -> int:
     space, ck = _space_of_checkpoint(args.checkpoint)
     if "snapshots" not in ck:
         raise ValueError(f"{args.checkpoint} is not an ST-NAS supernet checkpoint (it holds no snapshots)")
-    archs = _load_archs(args.archs, space)
+    archs = _load_archs(args.archs, space, f"the checkpoint {args.checkpoint}")
     data, dev = _search_data_of_run(args, space, ck)
     accs = score_archs(args.checkpoint, archs, data, dev, progress=not args.no_progress, amp=amp_of(args))
     out = args.csv or args.archs.with_suffix(".scores.csv")
@@ -148,7 +161,9 @@ def cmd_export(args) -> int:
     if any(k.startswith("backbone.") for k in weights):
         raise ValueError(f"{args.checkpoint} is a detector's checkpoint (CR-NAS --task detection); export makes "
                          "classifiers: take a classification supernet's checkpoint")
-    arch = space.arch_from_dict(read_arch_json(args.arch))
+    raw = read_arch_json(args.arch)
+    check_arch_space(raw, space, f"--arch {args.arch}", f"the checkpoint {args.checkpoint}")
+    arch = space.arch_from_dict(raw)
     data, dev = _search_data_of_run(args, space, ck)
     net = SuperNet(space)
     net.load_state_dict(weights)
@@ -157,8 +172,9 @@ def cmd_export(args) -> int:
     madds, params = space.cost(arch)
     save_checkpoint(args.out, {"space": space.to_dict(), "arch": arch.to_dict(), "model": model.state_dict(),
                                "madds": madds, "params": params}, kind="model")
+    source = "the supernet's last snapshot" if ck.get("snapshots") else "the supernet's final weights (no snapshots)"
     print(f"wrote {args.out}: {space.name} architecture, {madds / 1e6:.2f}M MAdds, {params / 1e6:.3f}M params, "
-          f"weights from the supernet's last snapshot with BN recalibrated")
+          f"weights from {source} with BN recalibrated")
     return 0
 
 
@@ -181,6 +197,7 @@ def cmd_retrain(args) -> int:
     raw = read_arch_json(args.arch)  # before the output folder exists: a wrong path leaves nothing behind
     name = args.space or (raw.get("space") if isinstance(raw, dict) else None) or "demo"
     space = Space.load(name)
+    check_arch_space(raw, space, f"{args.arch}", f"--space {args.space}")
     arch = space.arch_from_dict(raw)
     dev = _device(args.device)
     cfg = default_recipe(space, demo_data=args.data is None)

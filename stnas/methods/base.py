@@ -113,6 +113,8 @@ def count(text) -> float:
         raise argparse.ArgumentTypeError(str(e)) from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    if value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite count, got {text}")
     return value
 
 

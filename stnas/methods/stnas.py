@@ -36,6 +36,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import random
 import statistics
 from collections.abc import Callable, Iterable, Sequence
@@ -47,8 +48,8 @@ from torch import nn
 
 from stnas.evaluate.rank import kendall_tau
 from stnas.evaluate.snapshot import SnapshotEvaluator
-from stnas.io import load_checkpoint, start_run, write_csv, write_json
-from stnas.methods.base import Method, RunContext, count, register
+from stnas.io import load_checkpoint, start_run, write_csv, write_json, written_files
+from stnas.methods.base import Method, RunContext, count, non_negative, positive, register
 from stnas.optim import SGLD
 from stnas.plots import plot_pareto, plot_stability
 from stnas.runtime import use_amp
@@ -386,9 +387,10 @@ def score_archs(checkpoint: Path, archs: Sequence, data, device, progress: bool 
 # SPOS-like settings.
 # ImageNet: the held-out images are decoded once and kept on the GPU so that scoring never waits for
 # JPEG decoding; 10,000 of them at 224 px take 3 GB in bf16 (all 50,000 of a SPOS-style split would take
-# 15 GB), and a 1% accuracy difference is then 100 images.
+# 15 GB), and a 1% accuracy difference is then 100 images. Demo-size spaces score at most 2,000 held-out
+# images (all of the built-in demo's): all 10,000 of CIFAR-10's took 80-97 s a generation on 2 cores.
 DEMO_DEFAULTS = dict(batch_size=64, burn_in=330, snapshots=3, snapshot_every=44, lr=0.1, weight_decay=5e-4,
-                     temperature=1e-2, population=12, generations=4, eval_images=None)
+                     temperature=1e-2, population=12, generations=4, eval_images=2000)
 IMAGENET_DEFAULTS = dict(batch_size=256, burn_in=50000, snapshots=5, snapshot_every=2000, lr=0.1, weight_decay=4e-5,
                          temperature=1e-3, population=50, generations=20, eval_images=10_000)
 # NAS-Bench-201 at its own size (C >= 16) on CIFAR-10: batch 64 as NAS-Bench-201's search code, 20
@@ -403,6 +405,51 @@ def space_defaults(space: Space) -> dict:
         return NB201_DEFAULTS
     return DEMO_DEFAULTS if space.resolution <= 64 else IMAGENET_DEFAULTS
 
+
+
+def non_negative_int(text) -> int:
+    """An argparse type: an int >= 0 (steps, generations)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an int") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+# Per-step SGLD noise std sqrt(2 lr T / N) above which the shared weights are mostly noise: the
+# defaults give 1e-5 to 1.2e-3; T = 1e12 on the demo trained to weights of 4e29 and chance-level scores.
+NOISE_WARN = 0.05
+
+
+def _class_folders(root) -> int | None:
+    train = Path(root).expanduser() / "train"
+    if not train.is_dir():
+        return None  # the data checks say what is wrong with the folder
+    return sum(1 for p in train.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def space_for_data(root, default: str) -> Space:
+    """The built-in chain space for ``--data root`` without ``--space``: ``default`` when it classifies
+    into as many classes as ``root/train`` has folders, else the first built-in that does; none: one
+    error naming what to pass."""
+    from stnas.spaces import builtin_spaces
+    from stnas.spaces.chain import ChainSpace
+
+    n = _class_folders(root)
+    space = Space.load(default)
+    if n is None or n == space.num_classes:
+        return space
+    fits = [name for name in builtin_spaces() if isinstance(s := Space.load(name), ChainSpace) and s.num_classes == n]
+    if not fits:
+        raise ValueError(f"--data {root} has {n} classes and no built-in space classifies into {n}: pass --space "
+                         f"with a space file that says num_classes: {n} (`stnas space info --space demo` shows one)")
+    log.warning("no --space: %s has %d classes, so the search runs on the built-in space %r (pass --space to "
+                "choose another)", root, n, fits[0])
+    return Space.load(fits[0])
 
 
 def search_data(ctx: RunContext, space: Space, batch_size: int, seed: int = 0, eval_images: int | None = None):
@@ -420,8 +467,13 @@ def search_data(ctx: RunContext, space: Space, batch_size: int, seed: int = 0, e
                       shard_id=ctx.rank, num_shards=ctx.world, channels_last=dev.type == "cuda", dtype=dtype,
                       backend=ctx.loader, num_threads=ctx.threads, device=dev if dev.type == "cuda" else None)
     if data.num_classes != space.num_classes:
+        from stnas.spaces import builtin_spaces
+
+        fits = [n for n in builtin_spaces() if getattr(Space.load(n), "num_classes", None) == data.num_classes
+                and Space.load(n).kind in ("chain", "cell")]
+        hint = f"--space {fits[0]} or " if fits else ""
         raise ValueError(f"the data has {data.num_classes} classes but space {space.name!r} classifies into "
-                         f"{space.num_classes}; use a space file with num_classes: {data.num_classes}")
+                         f"{space.num_classes}; pass {hint}a space file with num_classes: {data.num_classes}")
     return data
 
 
@@ -435,33 +487,51 @@ class STNAS(Method):
     def add_arguments(self, g) -> None:
         g.add_argument("--budget-madds", type=count, nargs="+", default=None,
                        help="MAdds budget(s), e.g. 320M 500M (default: the middle of the space's range)")
-        g.add_argument("--budget-params", type=count, default=None, help="optional parameter budget, e.g. 5.5M")
+        g.add_argument("--budget-params", type=count, default=None,
+                       help="optional parameter budget, e.g. 5.5M (default: none)")
         g.add_argument("--optimizer", choices=["sgld", "sgd"], default="sgld",
                        help="shared-weight sampler: SGLD (ST-NAS, default) or plain SGD (the baseline)")
-        g.add_argument("--burn-in", type=int, default=None, help="steps before the first snapshot (default: by space)")
-        g.add_argument("--snapshots", type=int, default=None, help="K, snapshots of the shared weights (default: by space)")
-        g.add_argument("--snapshot-every", type=int, default=None, help="steps between snapshots (default: by space)")
-        g.add_argument("--lr", type=float, default=None, help="learning rate of the shared weights (default: by space)")
-        g.add_argument("--momentum", type=float, default=0.9, help="heavy-ball momentum (default: 0.9)")
-        g.add_argument("--weight-decay", type=float, default=None, help="weight decay (default: by space)")
-        g.add_argument("--temperature", type=float, default=None,
-                       help="SGLD temperature T, noise sqrt(2 lr T / N) (default: by space)")
-        g.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (default: 100)")
-        g.add_argument("--population", type=int, default=None, help="evolution population (default: by space)")
-        g.add_argument("--generations", type=int, default=None, help="evolution generations (default: by space)")
-        g.add_argument("--eval-images", type=int, default=None,
-                       help="held-out images per score, kept on the device (default: all of val/ for small spaces, "
-                            "10000 for ImageNet-scale ones)")
+        def by_space(key):
+            return (f"(default by space: {DEMO_DEFAULTS[key]} demo-size, {NB201_DEFAULTS[key]} NAS-Bench-201, "
+                    f"{IMAGENET_DEFAULTS[key]} ImageNet)")
+
+        g.add_argument("--burn-in", type=non_negative_int, default=None,
+                       help="supernet training steps before the first snapshot " + by_space("burn_in"))
+        g.add_argument("--snapshots", type=positive(int), default=None,
+                       help="K, snapshots of the shared weights a score averages over " + by_space("snapshots"))
+        g.add_argument("--snapshot-every", type=positive(int), default=None,
+                       help="steps between snapshots " + by_space("snapshot_every"))
+        g.add_argument("--lr", type=positive(float), default=None,
+                       help="learning rate of the shared weights " + by_space("lr"))
+        g.add_argument("--momentum", type=non_negative, default=0.9, help="heavy-ball momentum (default: 0.9)")
+        g.add_argument("--weight-decay", type=non_negative, default=None,
+                       help="weight decay " + by_space("weight_decay"))
+        g.add_argument("--temperature", type=non_negative, default=None,
+                       help="SGLD temperature T, noise sqrt(2 lr T / N) per step " + by_space("temperature"))
+        g.add_argument("--checkpoint-every", type=positive(int), default=100,
+                       help="steps between checkpoints (default: 100)")
+        g.add_argument("--population", type=positive(int), default=None,
+                       help="evolution population " + by_space("population"))
+        g.add_argument("--generations", type=non_negative_int, default=None,
+                       help="evolution generations after the first population " + by_space("generations"))
+        g.add_argument("--eval-images", type=positive(int), default=None,
+                       help="held-out images per score, kept on the device " + by_space("eval_images").replace(
+                           "None", "all"))
         g.add_argument("--stability", choices=["run", "full"], default="run",
-                       help="run: across this run's snapshots; full: also train SGLD and SGD with two seeds")
+                       help="run (default): across this run's snapshots; full: also train SGLD and SGD with two "
+                            "seeds")
         g.add_argument("--benchmark", type=Path, default=None,
                        help="cell spaces: NAS-Bench-201 table (nats_bench.csv); after scoring, rank scores.csv against "
-                            "it (rank.json, rank.png, as `stnas rank`)")
+                            "it (rank.json, rank.png, as `stnas rank`; default: none)")
         g.add_argument("--metric", default="cifar10",
                        help="the table's metric for --benchmark: cifar10 (default), cifar100 or imagenet16-120")
 
     def _space(self, ctx: RunContext) -> Space:
-        return Space.load(ctx.space or (self.demo_space if ctx.data is None else self.data_space))
+        if ctx.space is not None:
+            return Space.load(ctx.space)
+        if ctx.data is None:
+            return Space.load(self.demo_space)
+        return space_for_data(ctx.data, self.data_space)
 
     def check(self, args, ctx: RunContext) -> None:
         if args.benchmark is None:
@@ -523,6 +593,12 @@ class STNAS(Method):
             shape = f"{space.nodes}-node cell, {len(space.edges)} edges x {len(space.ops)} ops, {len(space.cells)} cells"
         else:
             shape = f"{len(space.stem_edges)} stem edges, {len(space.branch_edges)} branch edges"
+        noise = math.sqrt(2 * cfg.proxy.lr * cfg.proxy.temperature / data.train_size)
+        if noise > NOISE_WARN:
+            log.warning("--temperature %g: the SGLD noise is %.3g per step and weight (sqrt(2 lr T / N) with N = %d), "
+                        "more than the weights can carry: expect chance-level scores (the defaults give about "
+                        "1e-3 at most)",
+                        cfg.proxy.temperature, noise, data.train_size)
         log.info("space %s: %s, %.3g architectures; data %s (%d train images, %s loader); device %s", space.name,
                  shape, space.count_architectures(), data.root, data.train_size, data.backend_used, ctx.device)
         return run_search(space, data, cfg, ctx.out, resume=ctx.resume, device=ctx.device, progress=ctx.progress,
@@ -536,5 +612,4 @@ class STNAS(Method):
             r = summary["rank"]
             print(f"against NAS-Bench-201 {r['metric']} ({r['n']} architectures): Kendall tau {r['kendall_tau']:.3f}, "
                   f"Spearman rho {r['spearman_rho']:.3f}, regret {r['regret']:.2f} -> {ctx.out / 'rank.json'}")
-        print(f"outputs in {ctx.out}: scores.csv, pareto.csv, pareto.png, stability.json, search.log"
-              + (", rank.json, rank.png" if "rank" in summary else ""))
+        print(f"outputs in {ctx.out}: {written_files(ctx.out)}")

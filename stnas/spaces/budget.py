@@ -76,7 +76,7 @@ def parse_count(text) -> float:
     """'320M', '3.2e8', '0.32G' -> a number; a ValueError that shows examples otherwise."""
     import re
 
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMgG]?)\s*", str(text))
+    m = re.fullmatch(r"\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMgG]?)\s*", str(text))
     if not m:
         raise ValueError(f"{text!r} is not a count (examples: 320M, 3.2e8, 0.32G)")
     return float(m.group(1)) * _UNITS[m.group(2)]
