@@ -186,6 +186,20 @@ def check_output_dir(path) -> Path:
     return path
 
 
+def check_output_file(path) -> Path:
+    """``path`` as an output file (``export --out``): its folder exists or can be made and is writable,
+    and ``path`` is not a folder; checked before any work, one OutputError otherwise."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"--out {path} is a folder; give the file to write (e.g. {path / 'model.pt'})")
+    try:
+        check_output_dir(path.parent)
+    except OutputError as e:
+        raise OutputError(f"--out {path}: its folder {path.parent} cannot be written "
+                          f"({str(e).rsplit('(', 1)[-1]}") from None
+    return path
+
+
 class OutputLock:
     """An exclusive claim on an output folder for one run (``.stnas.lock`` holding the owner's pid and
     host). A second run into the same folder is refused in one line; a lock left by a process that no

@@ -289,3 +289,13 @@ def test_written_files_lists_everything_in_out(tmp_path):
         (tmp_path / name).write_text("x")
     (tmp_path / "archs").mkdir()
     assert written_files(tmp_path) == "a.csv, archs/, b.json"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs a folder nobody can write (/proc)")
+def test_export_checks_its_output_before_the_work(tmp_path, capsys):
+    ckpt = _demo_supernet_ckpt(tmp_path / "s.ckpt", snapshots=True)
+    arch = _arch_file(tmp_path / "a.json", "demo")
+    for out, message in (("/proc/model.pt", "cannot be written"), (str(tmp_path), "is a folder")):
+        assert main(["export", "--checkpoint", str(ckpt), "--arch", str(arch), "--out", out]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and "recalibrat" not in err, err

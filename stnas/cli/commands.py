@@ -149,13 +149,14 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from stnas.io import save_checkpoint
+    from stnas.io import check_output_file, save_checkpoint
     from stnas.runtime import setup_logging
     from stnas.spaces import read_arch_json
     from stnas.supernet import SuperNet, build, recalibrate_bn
 
     _check_common(args)
     setup_logging()
+    check_output_file(args.out)  # before the work, not after it
     space, ck = _space_of_checkpoint(args.checkpoint)
     weights = ck["snapshots"][-1] if ck.get("snapshots") else ck["model"]
     if any(k.startswith("backbone.") for k in weights):
