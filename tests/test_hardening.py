@@ -299,3 +299,19 @@ def test_export_checks_its_output_before_the_work(tmp_path, capsys):
         assert main(["export", "--checkpoint", str(ckpt), "--arch", str(arch), "--out", out]) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err and "recalibrat" not in err, err
+
+
+@pytest.mark.parametrize("text, what", [("score,madds\n0.5,xx\n", "KeyError"),
+                                        ('score,madds,params,snapshot_accuracies,arch\n0.1,3,4,"[0.1',
+                                         "TypeError"),  # a cut row: no arch field
+                                        ('score,madds,params,snapshot_accuracies,arch\n0.1,3,4,[0.1],"{}"\n',
+                                         "line 2")])
+def test_a_changed_scores_csv_is_one_error_naming_the_line(tmp_path, text, what):
+    from stnas.io import CheckpointError
+    from stnas.methods.stnas import ScoreTable
+    from stnas.spaces import Space
+
+    (tmp_path / "scores.csv").write_text(text)
+    with pytest.raises(CheckpointError, match="scores.csv, line 2: not a score row") as e:
+        ScoreTable(Space.load("demo"), tmp_path / "scores.csv")
+    assert what in str(e.value) and "\n" not in str(e.value)

@@ -48,7 +48,7 @@ from torch import nn
 
 from stnas.evaluate.rank import kendall_tau
 from stnas.evaluate.snapshot import SnapshotEvaluator
-from stnas.io import load_checkpoint, start_run, write_csv, write_json, written_files
+from stnas.io import CheckpointError, load_checkpoint, start_run, write_csv, write_json, written_files
 from stnas.methods.base import Method, RunContext, count, non_negative, positive, register
 from stnas.optim import SGLD
 from stnas.plots import plot_pareto, plot_stability
@@ -187,9 +187,15 @@ class ScoreTable:
         self.rows: dict = {}
         if path is not None and path.is_file():
             with path.open(newline="") as f:
-                for row in csv.DictReader(f):
-                    arch = space.arch_from_dict(json.loads(row["arch"]))
-                    self.rows[arch] = [float(v) for v in json.loads(row["snapshot_accuracies"])]
+                for line, row in enumerate(csv.DictReader(f), start=2):
+                    try:
+                        arch = space.arch_from_dict(json.loads(row["arch"]))
+                        accs = [float(v) for v in json.loads(row["snapshot_accuracies"])]
+                    except (KeyError, TypeError, ValueError) as e:  # SpaceError is a ValueError
+                        raise CheckpointError(f"{path}, line {line}: not a score row of space {space.name!r} "
+                                              f"({type(e).__name__}: {e}); stnas writes this file whole, so it "
+                                              "was changed since: delete it and --resume scores again") from None
+                    self.rows[arch] = accs
 
     def score(self, arch) -> float:
         return statistics.fmean(self.rows[arch])
