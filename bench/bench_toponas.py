@@ -1,0 +1,302 @@
+"""TopoNAS's simplification (stnas.supernet.toponas) against the unsimplified mixed supernet: per mixed edge,
+per search step, and the search's end result.
+
+    python bench/bench_toponas.py [--device cpu|cuda] [--space nb201] [--batch 64] [--weighting dirichlet]
+                                  [--steps N] [--warmup W] [--parts edge,step,search] [--search-epochs E]
+                                  [--seeds 0,1] [--search-modes unmerged,merged] [--benchmark CSV]
+                                  [--out PATH]
+
+1. edge: one NAS-Bench-201 mixed edge (all 5 ops) at each stage's width and resolution (C16@32px,
+   C32@16px, C64@8px), ``--batch`` images, forward + backward of ``(out * g).sum()`` to the input, the
+   op weights and the architecture weights: MixedCell with two nodes (the unmerged edge: ops one by one,
+   ReLU and pooling shared per source, masked_path_sum) against SimplifiedMixedCell (merged).
+2. step: the search step `stnas search --method drnas|darts` takes (DifferentiableTrainer.train_step:
+   architecture step on one batch, weight step on another; bench_mixed_supernet's TrainerStep) on
+   MixedCellNet(space, weighting, simplify=...).
+   Rows: ``unmerged`` (simplify off), ``merged`` (--simplify: one BN per edge, kernel normalisation),
+   ``merged-nokn`` (no kernel normalisation), ``exact`` (norm="none": no BN on the conv group).
+3. search (``--parts search``): DrNAS/DARTS searches (``--methods``, ``--search-epochs``) on the built-in
+   demo data (nb201-demo space) in each of ``--search-modes`` (default: unmerged and merged, i.e. without
+   and with --simplify), the same seeds (``--seeds``), and the derived cell's NAS-Bench-201 table accuracy.
+
+Time: median over the timed calls after the warm-up (bench/common.time_fn); on the CPU also the median
+process CPU time of the same calls (``cpu_ms``: steadier than wall time on a shared machine; run with
+``--threads 1`` for it to mean single-thread work). Peak activation memory: the
+bytes of the tensors autograd saves for backward (torch.autograd.graph.saved_tensors_hooks, one count per
+storage, parameters, buffers and the input batches excluded; the larger of the step's two passes), on an
+extra untimed call; on CUDA also torch.cuda.max_memory_allocated over the timed calls.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import asdict
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+try:
+    from bench import common
+except ImportError:  # run as `python bench/bench_toponas.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import common
+
+common.ensure_stnas_importable()
+
+from stnas.spaces import Space  # noqa: E402
+
+try:
+    from bench.bench_mixed_supernet import SavedTensorMeter, TrainerStep, load_space
+except ImportError:
+    from bench_mixed_supernet import SavedTensorMeter, TrainerStep, load_space
+
+MODES = {"unmerged": None, "merged": {}, "merged-nokn": {"kernel_norm": False},
+         "exact": {"norm": "none", "kernel_norm": False}}
+MEMORY_METHOD = ("saved_activation_mib: bytes of the tensors autograd saves for backward (saved_tensors_hooks, one "
+                 "count per storage; parameters, buffers and inputs excluded); for a step the larger of its two passes")
+DEFAULT_TABLE = common.REPO_ROOT.parent / "shared" / "data" / "nb201" / "nats_bench.csv"
+
+
+# ---------------------------------------------------------------------- 1. one mixed edge
+
+def edge_module(mode: str, space: Space, channels: int, device):
+    from stnas.supernet.mixed import MixedCell
+    from stnas.supernet.toponas import Simplify, SimplifiedMixedCell
+
+    torch.manual_seed(0)
+    opts = MODES[mode]
+    cell = (MixedCell(2, space.ops, channels) if opts is None
+            else SimplifiedMixedCell(2, space.ops, channels, 1, Simplify(**opts))).to(device)
+    cell._plan = cell.plan([[True] * len(space.ops)])
+    return cell.train()
+
+
+def bench_edge(mode: str, space: Space, channels: int, size: int, args, device) -> dict:
+    row = {"part": "edge", "mode": mode, "channels": channels, "size": size}
+    try:
+        cell = edge_module(mode, space, channels, device)
+        g = torch.Generator(device="cpu").manual_seed(1)
+        x = torch.randn(args.batch, channels, size, size, generator=g).to(device).requires_grad_(True)
+        beta = torch.randn(1, len(space.ops), generator=g).to(device).requires_grad_(True)
+        grad_out = torch.randn(args.batch, channels, size, size, generator=g).to(device)
+        params = [x, beta, *cell.parameters()]
+
+        def call(meter=None):
+            with meter if meter is not None else _nothing():
+                out = cell(x, beta.softmax(-1))
+                loss = (out * grad_out).sum()
+            torch.autograd.grad(loss, params, allow_unused=True)
+
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        timed = CpuTimed(call)
+        stats = common.time_fn(timed, args.warmup, args.reps, device=device, max_seconds=args.max_seconds)
+        if device.type == "cuda":
+            row["peak_memory_mib"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
+        else:
+            row["cpu_ms"] = timed.median_ms(stats["reps"])
+        exclude = {t.untyped_storage().data_ptr() for t in [x, grad_out, *cell.parameters(), *cell.buffers()]}
+        meter = SavedTensorMeter(exclude)
+        call(meter)
+        row.update({"median_ms": stats["median_s"] * 1e3, "p10_ms": stats["p10_s"] * 1e3,
+                    "p90_ms": stats["p90_s"] * 1e3, "reps": stats["reps"], "saved_activation_mib": meter.nbytes / 2 ** 20})
+    except Exception as exc:  # noqa: BLE001 - a failing row says why
+        row["error"] = common.error_string(exc)
+    return row
+
+
+class CpuTimed:
+    """``fn`` that also records the process CPU time of each call: on a CPU shared with other jobs it is the
+    steadier figure (with --threads 1, the work done rather than the wall time the scheduler gave)."""
+
+    def __init__(self, fn):
+        self.fn, self.times = fn, []
+
+    def __call__(self):
+        t0 = time.process_time()
+        self.fn()
+        self.times.append(time.process_time() - t0)
+
+    def median_ms(self, last: int) -> float:
+        import statistics
+
+        return statistics.median(self.times[-last:]) * 1e3
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+# ---------------------------------------------------------------------- 2. one search step
+
+def bench_step(mode: str, space: Space, args, device, batches) -> dict:
+    from stnas.supernet.mixed import MixedCellNet
+
+    row = {"part": "step", "mode": mode}
+    t_row = time.perf_counter()
+    try:
+        torch.manual_seed(args.seed)
+        model = MixedCellNet(space, weighting=args.weighting, simplify=MODES[mode]).to(device).train()
+        step = TrainerStep(model, batches, compile=False)
+        step()
+        common.synchronize(device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        timed = CpuTimed(step)
+        stats = common.time_fn(timed, args.warmup, args.reps, device=device, max_seconds=args.max_seconds)
+        if device.type == "cuda":
+            row["peak_memory_mib"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
+        else:
+            row["cpu_ms"] = timed.median_ms(stats["reps"])
+        row.update({"median_ms": stats["median_s"] * 1e3, "p10_ms": stats["p10_s"] * 1e3,
+                    "p90_ms": stats["p90_s"] * 1e3, "reps": stats["reps"],
+                    "images_per_s": 2 * args.batch / stats["median_s"],
+                    "saved_activation_mib": step.saved_bytes() / 2 ** 20})
+        del step, model
+    except Exception as exc:  # noqa: BLE001
+        row["error"] = common.error_string(exc)
+    row["wall_s"] = time.perf_counter() - t_row
+    return row
+
+
+# ---------------------------------------------------------------------- 3. the search's end result
+
+def bench_search(method: str, mode: str, seed: int, args, device, table) -> dict:
+    """One DrNAS/DARTS search on the built-in demo data (nb201-demo), the derived cell and its table entry."""
+    from stnas.data import data_root
+    from stnas.data.bilevel import BilevelData
+    from stnas.methods.drnas import DrNASConfig, run_drnas
+    from stnas.supernet.toponas import Simplify
+    from stnas.train.differentiable import DifferentiableConfig
+
+    row = {"part": "search", "method": method, "mode": mode, "seed": seed, "epochs": args.search_epochs}
+    simplify = False if MODES[mode] is None else Simplify(**MODES[mode])
+    t0 = time.perf_counter()
+    try:
+        space = Space.load("nb201-demo")
+        data = BilevelData(data_root(None), space.resolution, 64, seed=seed, backend="pil", num_threads=args.threads,
+                           device=device if device.type == "cuda" else None)
+        cfg = DrNASConfig(weighting="dirichlet" if method == "drnas" else "softmax",
+                          train=DifferentiableConfig(epochs=args.search_epochs, seed=seed))
+        if simplify:
+            cfg.simplify = asdict(simplify)  # a dict of options (the CLI's --simplify is True = the defaults)
+        with tempfile.TemporaryDirectory() as out:
+            summary = run_drnas(space, data, cfg, Path(out), device=device, progress=False, table=table, seed=seed)
+        row.update({"derived": summary["derived"]["nb201"], "table": summary.get("table")})
+    except Exception as exc:  # noqa: BLE001
+        row["error"] = common.error_string(exc)
+    row["wall_s"] = time.perf_counter() - t0
+    return row
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common.add_common_args(parser)
+    parser.add_argument("--space", default="nb201", help="cell space of the step and edge parts (default nb201)")
+    parser.add_argument("--batch", type=int, default=64, help="images per batch (default 64)")
+    parser.add_argument("--weighting", choices=("softmax", "dirichlet"), default="dirichlet")
+    parser.add_argument("--modes", default=",".join(MODES), help=f"comma list of {', '.join(MODES)}")
+    parser.add_argument("--parts", default="edge,step", help="comma list of edge, step, search (default edge,step)")
+    parser.add_argument("--steps", type=int, default=None, help="timed calls per row (same as --reps)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--search-epochs", type=int, default=3, help="epochs of each search of the search part")
+    parser.add_argument("--seeds", default="0,1", help="seeds of the search part (default 0,1)")
+    parser.add_argument("--methods", default="darts,drnas", help="methods of the search part (default darts,drnas)")
+    parser.add_argument("--search-modes", default="unmerged,merged",
+                        help="modes of the search part (default unmerged,merged: without and with --simplify)")
+    parser.add_argument("--benchmark", type=Path, default=DEFAULT_TABLE,
+                        help="NAS-Bench-201 table for the search part (default: the shared data's nats_bench.csv)")
+    args = parser.parse_args(argv)
+    device = common.resolve_common_args(args, cpu_reps=5, cuda_reps=50)
+    if args.steps is not None:
+        args.reps = args.steps
+    modes = [m for m in args.modes.split(",") if m]
+    parts = [p for p in args.parts.split(",") if p]
+    for m in modes:
+        if m not in MODES:
+            raise SystemExit(f"bench_toponas: unknown mode {m!r} (modes: {', '.join(MODES)})")
+    space = load_space(args.space, None, None)
+    out = Path(args.out) if args.out else common.default_out("toponas", device)
+    env = common.environment(device)
+    print(f"# TopoNAS simplification on {env['device_name']} | torch {env['torch']} | threads {torch.get_num_threads()}")
+    config = {"space": space.to_dict(), "batch": args.batch, "weighting": args.weighting, "modes": modes,
+              "mode_options": {m: MODES[m] for m in modes}, "parts": parts, "reps": args.reps,
+              "warmup": args.warmup, "max_seconds": args.max_seconds, "seed": args.seed, "dtype": "fp32"}
+    rows: list[dict] = []
+
+    def payload() -> dict:
+        return {"benchmark": "toponas", "environment": env, "config": config,
+                "memory_methods": {"saved_activation_mib": MEMORY_METHOD,
+                                   **({"peak_memory_mib": "torch.cuda.max_memory_allocated over the timed calls"}
+                                      if device.type == "cuda" else {})},
+                "rows": rows}
+
+    def ratios():
+        base = {(r["part"], r.get("channels")): r for r in rows if r.get("mode") == "unmerged" and "median_ms" in r}
+        for r in rows:
+            b = base.get((r["part"], r.get("channels")))
+            if b is not None and "median_ms" in r:
+                r["speedup_vs_unmerged"] = b["median_ms"] / r["median_ms"]
+                if "cpu_ms" in r and "cpu_ms" in b:
+                    r["cpu_speedup_vs_unmerged"] = b["cpu_ms"] / r["cpu_ms"]
+                r["memory_vs_unmerged"] = r["saved_activation_mib"] / b["saved_activation_mib"]
+
+    if "edge" in parts:
+        widths = [(space.stage_channels[s], space.resolution // 2 ** s) for s in range(len(space.stage_channels))]
+        for c, size in widths:
+            for mode in modes:
+                row = bench_edge(mode, space, c, size, args, device)
+                rows.append(row)
+                ratios()
+                print(f"edge C{c}@{size}px {mode:12s} " + (row.get("error") or
+                      f"{row['median_ms']:8.2f} ms  {row['saved_activation_mib']:7.1f} MiB saved"), flush=True)
+                common.write_results(out, payload())
+    if "step" in parts:
+        g = torch.Generator(device="cpu").manual_seed(args.seed)
+        shape = (args.batch, space.in_channels, space.resolution, space.resolution)
+        batches = [(torch.randn(shape, generator=g).to(device),
+                    torch.randint(0, space.num_classes, (args.batch,), generator=g).to(device)) for _ in range(2)]
+        for mode in modes:
+            row = bench_step(mode, space, args, device, batches)
+            rows.append(row)
+            ratios()
+            print(f"step {mode:12s} " + (row.get("error") or
+                  f"{row['median_ms']:9.1f} ms  {row['saved_activation_mib']:7.1f} MiB saved"), flush=True)
+            common.write_results(out, payload())
+    if "search" in parts:
+        from stnas.benchmarks import NB201Table
+
+        table = NB201Table.load(args.benchmark) if Path(args.benchmark).is_file() else None
+        if table is None:
+            print(f"search part: no table at {args.benchmark}: derived cells without table accuracy")
+        config["search"] = {"space": "nb201-demo", "data": "built-in demo digits", "epochs": args.search_epochs,
+                            "seeds": args.seeds, "methods": args.methods, "modes": args.search_modes,
+                            "benchmark": str(args.benchmark) if table is not None else None}
+        for method in [m for m in args.methods.split(",") if m]:
+            for seed in [int(s) for s in args.seeds.split(",") if s]:
+                for mode in [m for m in args.search_modes.split(",") if m]:
+                    row = bench_search(method, mode, seed, args, device, table)
+                    rows.append(row)
+                    print(f"search {method} seed {seed} {mode}: " + (row.get("error") or
+                          f"{row['derived']} {row.get('table')} ({row['wall_s']:.0f} s)"), flush=True)
+                    common.write_results(out, payload())
+    print()
+    common.table([r for r in rows if r["part"] != "search"],
+                 [("part", "part", ""), ("channels", "C", ""), ("mode", "mode", ""), ("median_ms", "median ms", ".2f"),
+                  ("reps", "reps", ""), ("speedup_vs_unmerged", "x vs unmerged", ".2f"),
+                  ("cpu_ms", "CPU ms", ".2f"), ("cpu_speedup_vs_unmerged", "CPU x", ".2f"),
+                  ("saved_activation_mib", "saved act MiB", ".1f"), ("memory_vs_unmerged", "mem vs unmerged", ".2f")]
+                 + ([("peak_memory_mib", "peak MiB", ".0f")] if device.type == "cuda" else []), id_keys=("part", "mode"))
+    print(f"memory: {MEMORY_METHOD}")
+    print(f"wrote {out}")
+    return payload()
+
+
+if __name__ == "__main__":
+    main()
