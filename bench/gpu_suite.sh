@@ -54,6 +54,8 @@ if [ "$stage" = quick ]; then
   step "headline benchmarks"
   timeout 150 python3 bench/bench_mixed_supernet.py --device cuda --steps 20 --out "$out/mixed_supernet_cuda.json" \
     2>&1 | tee -a "$log"
+  timeout 90 python3 bench/bench_toponas.py --device cuda --parts edge,step --steps 20 --out "$out/toponas_cuda.json" \
+    2>&1 | tail -24 | tee -a "$log"
   timeout 60 python3 bench/bench_sgld.py --device cuda --no-compile --out "$out/sgld_cuda.json" 2>&1 | tail -12 | tee -a "$log"
   timeout 60 python3 bench/bench_masked_path_sum.py --device cuda --paths 3,6 --mode fwd+bwd --no-compile \
     --out "$out/masked_path_sum_cuda.json" 2>&1 | tail -12 | tee -a "$log"
@@ -85,6 +87,10 @@ if [ "$stage" = all ] || [ "$stage" = bench ]; then
   python3 bench/bench_masked_path_sum.py --device cuda --out "$out/masked_path_sum_cuda.json" 2>&1 | tee -a "$log"
   python3 bench/bench_batch_norm_act.py --device cuda --out "$out/batch_norm_act_cuda.json" 2>&1 | tee -a "$log"
   python3 bench/bench_mixed_supernet.py --device cuda --out "$out/mixed_supernet_cuda.json" 2>&1 | tee -a "$log"
+  # TopoNAS: merged vs unmerged edges and steps, then DrNAS/DARTS searches with and without --simplify
+  # (3 seeds, the demo data) and their derived cells' table accuracy.
+  python3 bench/bench_toponas.py --device cuda --parts edge,step,search --seeds 0,1,2 --search-epochs 30 \
+    --out "$out/toponas_cuda.json" 2>&1 | tee -a "$log"
   # End to end and data: real JPEGs need the ImageNet sample tar (--tar or ../shared/data), DALI needs
   # nvidia-dali installed; without them those rows say why, and the synthetic rows still run.
   tar=${STNAS_IMAGENET_SAMPLE_TAR:-../shared/data/imagenet-sample/imagenet-sample-1000.tar}

@@ -167,7 +167,9 @@ class GatedCellNet(_Gated, nn.Module):
         self.space = space
         # simplify (TopoNAS): on darts-gold only module sharing applies (no candidate is linear in relu(x)
         # beside another: skip reads x, the separable conv is non-linear inside).
-        share = bool(simplify)
+        from stnas.supernet.toponas import Simplify
+
+        share = Simplify.of(simplify) is not None
         self.stem, self.cells, self.classifier = gold_skeleton(space, lambda site: GatedCell(site, space.ops, share))
         shape = (space.num_cells, len(EDGES), len(space.ops))
         self.alpha = nn.Parameter(torch.full(shape, float(gate_init)))
