@@ -103,6 +103,17 @@ def non_negative(text) -> float:
     return value
 
 
+def non_negative_int(text) -> int:
+    """An argparse type: an int >= 0 (steps, generations)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an int") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
 def count(text) -> float:
     """An argparse type: a count > 0 such as '320M', '3.2e8' or '0.32G' (budgets)."""
     from stnas.spaces.budget import parse_count

@@ -49,7 +49,7 @@ from torch import nn
 from stnas.evaluate.rank import kendall_tau
 from stnas.evaluate.snapshot import SnapshotEvaluator
 from stnas.io import CheckpointError, load_checkpoint, start_run, write_csv, write_json, written_files
-from stnas.methods.base import Method, RunContext, count, non_negative, positive, register
+from stnas.methods.base import Method, RunContext, count, non_negative, non_negative_int, positive, register
 from stnas.optim import SGLD
 from stnas.plots import plot_pareto, plot_stability
 from stnas.runtime import use_amp
@@ -411,19 +411,6 @@ def space_defaults(space: Space) -> dict:
         return NB201_DEFAULTS
     return DEMO_DEFAULTS if space.resolution <= 64 else IMAGENET_DEFAULTS
 
-
-
-def non_negative_int(text) -> int:
-    """An argparse type: an int >= 0 (steps, generations)."""
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an int") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
 
 
 # Per-step SGLD noise std sqrt(2 lr T / N) above which the shared weights are mostly noise: the
