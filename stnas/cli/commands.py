@@ -44,7 +44,7 @@ def _check_common(args) -> None:
 # ---------------------------------------------------------------------- search
 
 def cmd_search(args) -> int:
-    from stnas.io import OutputLock, check_output_dir, write_json
+    from stnas.io import OutputLock, check_output_dir, write_json, written_files
     from stnas.methods import RunContext, get_method
     from stnas.runtime import init_distributed, release_log, setup_logging
 
@@ -66,6 +66,7 @@ def cmd_search(args) -> int:
     if not (args.out / "summary.json").exists():
         write_json(args.out / "summary.json", summary)
     method.report(summary, ctx)
+    print(f"outputs in {args.out}: {written_files(args.out)}")  # what is there, never a list that forgets one
     return 0
 
 

@@ -55,8 +55,7 @@ class Method:
         raise NotImplementedError
 
     def report(self, summary: dict, ctx: RunContext) -> None:
-        """What the command prints at the end (rank 0)."""
-        print(f"outputs in {ctx.out}")
+        """What the command prints at the end (rank 0), before the list of what is in ``--out``."""
 
 
 def register(cls: type[Method]) -> type[Method]:

@@ -493,5 +493,3 @@ class CRNAS(Method):
         if "found" in ft:
             print(f"  fine-tuned {ft['epochs']} epochs each from the stage supernet: found {show(ft['found'])}, "
                   f"original {show(ft['original'])}")
-        print(f"outputs in {ctx.out}: result.json, arch.json, stages.csv, stages.png, beam.csv, beam.png, "
-              "stage_supernet.ckpt, spatial_supernet.ckpt, finetune_found.ckpt, finetune_original.ckpt, search.log")

@@ -349,8 +349,7 @@ class _Bilevel(Method):
         if summary.get("table"):
             line += " (NAS-Bench-201 test: " + ", ".join(f"{m} {v:.2f}%" for m, v in summary["table"].items()) + ")"
         print(line)
-        print(f"outputs in {ctx.out}: derived.json (stnas retrain {ctx.out / 'derived.json'}), history.csv, "
-              f"arch_weights.png{', accuracy.png' if summary.get('table') else ''}, search.log")
+        print(f"retrain it with: stnas retrain {ctx.out / 'derived.json'}")
 
 
 @register

@@ -492,5 +492,3 @@ class GOLDNAS(Method):
                   f"accuracy {e['accuracy']:.2f}%")
         if summary["front"]:
             print(f"retrain one with: stnas retrain {Path(ctx.out) / summary['front'][-1]['file']}")
-        print(f"outputs in {ctx.out}: front.csv, front.png, recorded.csv, trajectory.csv, trajectory.png, archs/, "
-              "search.ckpt, search.log")

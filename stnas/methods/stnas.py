@@ -48,7 +48,7 @@ from torch import nn
 
 from stnas.evaluate.rank import kendall_tau
 from stnas.evaluate.snapshot import SnapshotEvaluator
-from stnas.io import CheckpointError, load_checkpoint, start_run, write_csv, write_json, written_files
+from stnas.io import CheckpointError, load_checkpoint, start_run, write_csv, write_json
 from stnas.methods.base import Method, RunContext, count, non_negative, non_negative_int, positive, register
 from stnas.optim import SGLD
 from stnas.plots import plot_pareto, plot_stability
@@ -605,4 +605,3 @@ class STNAS(Method):
             r = summary["rank"]
             print(f"against NAS-Bench-201 {r['metric']} ({r['n']} architectures): Kendall tau {r['kendall_tau']:.3f}, "
                   f"Spearman rho {r['spearman_rho']:.3f}, regret {r['regret']:.2f} -> {ctx.out / 'rank.json'}")
-        print(f"outputs in {ctx.out}: {written_files(ctx.out)}")
