@@ -4,7 +4,6 @@ import json
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -13,6 +12,7 @@ from stnas.cli import main
 from stnas.io import load_checkpoint
 from stnas.spaces import Arch, Space
 from stnas.supernet import build
+from tests.conftest import colour_folder
 
 TINY = ["--burn-in", "4", "--snapshots", "2", "--snapshot-every", "2", "--batch-size", "16", "--population", "4",
         "--generations", "1", "--no-progress", "--threads", "2"]
@@ -21,16 +21,7 @@ TINY = ["--burn-in", "4", "--snapshots", "2", "--snapshot-every", "2", "--batch-
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
     """10 classes of 32x32 JPEGs whose colour says the class (learnable), 8 train and 3 val each."""
-    root = tmp_path_factory.mktemp("tiny")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 8), ("val", 3)):
-        for c in range(10):
-            (root / split / f"c{c}").mkdir(parents=True)
-            for i in range(n):
-                base = np.array([25 * c, 255 - 25 * c, 128], np.float32)
-                img = np.clip(base + rng.normal(0, 20, (32, 32, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(img).save(root / split / f"c{c}" / f"{i}.jpg", quality=90)
-    return root
+    return colour_folder(tmp_path_factory.mktemp("tiny"), 10, {"train": 8, "val": 3}, size=32, step=25)
 
 
 @pytest.fixture(scope="module")

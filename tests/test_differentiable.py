@@ -3,7 +3,6 @@ the KL term against a closed form and numerical integration, the schedule, exact
 progressive stage), the class-balanced halves, and `stnas search --method drnas|darts` on tiny data."""
 import copy
 import json
-import math
 
 import numpy as np
 import pytest
@@ -16,6 +15,7 @@ from stnas.methods.drnas import DrNASConfig, EpochOutputs, ProgressiveSchedule, 
 from stnas.spaces import CellArch, Space
 from stnas.supernet.mixed import MixedCellNet
 from stnas.train.differentiable import DifferentiableConfig, DifferentiableTrainer
+from tests.conftest import colour_folder
 
 TINY_SPACE = {"type": "cell", "name": "nb201-tiny", "input": {"resolution": 16, "channels": 3}, "num_classes": 4,
               "cell": {"nodes": 4, "ops": ["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"]},
@@ -227,14 +227,7 @@ def test_halves_are_class_balanced_disjoint_and_complete(tmp_path):
 def tiny_images(tmp_path_factory):
     """4 classes of 16x16 JPEGs whose colour says the class, 16 train and 2 val each."""
     root = tmp_path_factory.mktemp("cells")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 16), ("val", 2)):
-        for c in range(4):
-            (root / split / f"c{c}").mkdir(parents=True)
-            for i in range(n):
-                base = np.array([60 * c, 255 - 60 * c, 128], np.float32)
-                img = np.clip(base + rng.normal(0, 20, (16, 16, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(img).save(root / split / f"c{c}" / f"{i}.jpg", quality=90)
+    colour_folder(root, 4, {"train": 16, "val": 2}, size=16, step=60)
     space = root / "space.json"
     space.write_text(json.dumps(TINY_SPACE))
     return root, space

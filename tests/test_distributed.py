@@ -110,19 +110,10 @@ def test_torchrun_search_spreads_scoring_over_ranks_and_matches_one_process(tmp_
     import csv
     import json
 
-    import numpy as np
-    from PIL import Image
-
     from stnas.cli import main
+    from tests.conftest import colour_folder
 
-    data = tmp_path / "data"
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 16), ("val", 4)):
-        for c in range(10):
-            (data / split / f"c{c}").mkdir(parents=True)
-            for i in range(n):
-                img = np.clip(np.array([25 * c, 255 - 25 * c, 128]) + rng.normal(0, 20, (32, 32, 3)), 0, 255)
-                Image.fromarray(img.astype(np.uint8)).save(data / split / f"c{c}" / f"{i}.jpg", quality=90)
+    data = colour_folder(tmp_path / "data", 10, {"train": 16, "val": 4}, size=32, step=25)
     out = tmp_path / "run"
     stnas_cmd = [sys.executable, "-c", "import sys; from stnas.cli import main; sys.exit(main())"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",

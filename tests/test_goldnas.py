@@ -16,6 +16,7 @@ from stnas.spaces.darts_cell import EDGES, DartsGoldSpace, GoldArch
 from stnas.supernet.darts_blocks import DartsGoldNet, build_darts_gold
 from stnas.supernet.gated import GatedCellNet, GatedNB201Net
 from stnas.train.differentiable import DifferentiableConfig, DifferentiableTrainer
+from tests.conftest import colour_folder
 
 TINY = {"type": "darts-gold", "name": "gold-tiny", "input": {"resolution": 8, "channels": 3}, "num_classes": 4,
         "cell": {"ops": ["skip_connect", "sep_conv_3x3"]}, "skeleton": {"channels": 4, "cells": 3, "stem_multiplier": 1}}
@@ -287,14 +288,7 @@ def _csv(path):
 def tiny_images(tmp_path_factory):
     """4 classes of 8x8 JPEGs whose colour says the class, 8 train and 2 val each."""
     root = tmp_path_factory.mktemp("gold")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 8), ("val", 2)):
-        for c in range(4):
-            (root / split / f"c{c}").mkdir(parents=True)
-            for i in range(n):
-                base = np.array([60 * c, 255 - 60 * c, 128], np.float32)
-                img = np.clip(base + rng.normal(0, 20, (8, 8, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(img).save(root / split / f"c{c}" / f"{i}.jpg", quality=90)
+    colour_folder(root, 4, {"train": 8, "val": 2}, size=8, step=60)
     space = root / "space.json"
     space.write_text(json.dumps(TINY))
     return root, space

@@ -2,14 +2,12 @@
 `stnas rank --scores`, the top-fraction overlaps, and the rank study on tiny data."""
 import csv
 import json
-import random
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from torch import nn
 
 from stnas.cli import main
@@ -18,6 +16,7 @@ from stnas.evaluate.rank_outputs import add_fraction_overlaps
 from stnas.spaces import CellArch, Space
 from stnas.supernet import CellPathNet, ChainNet, SuperNet, inherit, recalibrate_bn
 from stnas.supernet.cell_blocks import CellNet
+from tests.conftest import colour_folder
 
 TINY_SPACE = {"type": "cell", "name": "nb201-tiny", "input": {"resolution": 16, "channels": 3}, "num_classes": 4,
               "cell": {"nodes": 4, "ops": ["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"]},
@@ -151,14 +150,7 @@ def test_fraction_overlaps_keep_the_report_and_add_top5_and_top10_percent():
 def tiny_images(tmp_path_factory):
     """4 classes of 16x16 JPEGs whose colour says the class, 16 train and 2 val each, and the space file."""
     root = tmp_path_factory.mktemp("cells")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 16), ("val", 2)):
-        for c in range(4):
-            (root / split / f"c{c}").mkdir(parents=True)
-            for i in range(n):
-                base = np.array([60 * c, 255 - 60 * c, 128], np.float32)
-                img = np.clip(base + rng.normal(0, 20, (16, 16, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(img).save(root / split / f"c{c}" / f"{i}.jpg", quality=90)
+    colour_folder(root, 4, {"train": 16, "val": 2}, size=16, step=60)
     space = root / "space.json"
     space.write_text(json.dumps(TINY_SPACE))
     return root, space
