@@ -26,11 +26,14 @@ inline float bn_activate(float z) {
 }
 
 // The activation's gradient mask from its output, as PyTorch's backward takes it (relu: y > 0;
-// relu6 = hardtanh(0, 6): 0 < y < 6).
+// relu6 = hardtanh(0, 6): 0 < y < 6). Written as a product of two compares, which GCC 12 vectorises:
+// with `?:` (or a single compare) it kept a branch per element, and the backward's reduction over a
+// channels_last (32, 64, 28, 28) fp32 batch took 12-30 ms instead of 0.6 ms on one core (EPYC, 2026-12-03;
+// the whole relu6 backward 150 ms before, 1.3-1.9 ms after). `y == y` changes nothing (NaN > 0 is false).
 template <int ACT>
 inline float bn_act_mask(float y) {
-  if (ACT == kActRelu) return y > 0.f ? 1.f : 0.f;
-  if (ACT == kActRelu6) return (y > 0.f && y < 6.f) ? 1.f : 0.f;
+  if (ACT == kActRelu) return static_cast<float>(y > 0.f) * static_cast<float>(y == y);
+  if (ACT == kActRelu6) return static_cast<float>(y > 0.f) * static_cast<float>(y < 6.f);
   return 1.f;
 }
 
