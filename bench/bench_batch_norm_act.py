@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch._functorch.config
 import torch.nn.functional as F
 
 try:
