@@ -101,10 +101,13 @@ class PilLoader(Loader):
     def _batches(self, epoch: int):
         files, labels = self.shard(epoch)
         workers = 0 if self.num_threads <= 1 else self.num_threads
+        # The workers' seed from the epoch's own generator: without one, DataLoader draws it from torch's
+        # global generator, and reading an epoch would move the random state of training.
         dl = DataLoader(_Images(self, files, labels, self.epoch_seed(epoch)), batch_size=self.batch_size,
                         shuffle=False, drop_last=self.drop_last, num_workers=workers,
                         pin_memory=self.device.type == "cuda", persistent_workers=False,
-                        prefetch_factor=4 if workers else None)
+                        prefetch_factor=4 if workers else None,
+                        generator=torch.Generator().manual_seed(self.epoch_seed(epoch)))
         try:
             for x, y in dl:
                 x, y = self._finish(x, torch.as_tensor(y), hwc=True)

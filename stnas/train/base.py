@@ -6,9 +6,12 @@ A trainer subclass says what one step is (:meth:`Trainer.train_step`) and what i
 the model (:meth:`Trainer.extra_state`); a hook (ST-NAS's snapshots, DrNAS's per-epoch outputs, a prune
 schedule) says what happens after a step or an epoch and what of it must survive a resume.
 
-Exact resume rests on two rules that the data side keeps: the batches of epoch ``e`` are a function
-of ``e`` alone (the loaders are seeded with (seed, e)), and the random state after a step is in the
-checkpoint. A resumed run therefore takes the same steps as an uninterrupted one, bit for bit.
+Exact resume rests on three rules: the batches of epoch ``e`` are a function of ``e`` alone (the
+loaders are seeded with (seed, e)); reading them never draws from torch's global generator (a
+DataLoader without a generator of its own draws its workers' seed from it when an epoch starts, which a
+run resumed mid-epoch would do at another step); and the random state after a step (torch's CPU
+generator, and the device's on CUDA) is in the checkpoint. A resumed run therefore takes the same steps
+as an uninterrupted one, bit for bit.
 """
 from __future__ import annotations
 
@@ -113,6 +116,8 @@ class Trainer:
                 **self.extra_state(), "losses": self.losses, "torch_rng": torch.get_rng_state(),
                 # The loss summed since the last report: a resumed run reports what an uninterrupted one does.
                 "pending_loss": [float(self._loss_sum), self._loss_steps]}
+        if self.device.type == "cuda":  # dropout and DrNAS's Dirichlet samples draw from the device's generator
+            data["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         for h in self.hooks:
             if h.name is not None:
                 data[h.name] = h.state()
@@ -152,6 +157,8 @@ class Trainer:
         pending, self._loss_steps = data.get("pending_loss", [0.0, 0])
         self._loss_sum.fill_(pending)
         torch.set_rng_state(data["torch_rng"])
+        if self.device.type == "cuda" and "cuda_rng" in data:
+            torch.cuda.set_rng_state(data["cuda_rng"], self.device)
         log.info("resumed from %s at step %d of %d", self.checkpoint, self.step, self.total_steps)
         return True
 
