@@ -17,6 +17,7 @@ from stnas.supernet.cell_blocks import ReLUConvBN, edge_key
 from stnas.supernet.gated import GatedCellNet
 from stnas.supernet.mixed import MixedCell, MixedCellNet
 from stnas.supernet.toponas import Simplify, SimplifiedMixedCell, _relu_first, pool_count
+from tests.conftest import colour_folder
 
 TINY_CELL = {"type": "cell", "name": "nb201-tiny", "input": {"resolution": 16, "channels": 3}, "num_classes": 4,
              "cell": {"nodes": 4, "ops": ["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"]},
@@ -292,18 +293,7 @@ def test_simplify_options_are_checked():
 @pytest.fixture(scope="module")
 def tiny_images(tmp_path_factory):
     """4 classes of 8x8 JPEGs whose colour says the class, 8 train and 2 val each, and the space file."""
-    import numpy as np
-    from PIL import Image
-
-    root = tmp_path_factory.mktemp("topo")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 8), ("val", 2)):
-        for c in range(4):
-            (root / split / f"c{c}").mkdir(parents=True)
-            for i in range(n):
-                base = np.array([60 * c, 255 - 60 * c, 128], np.float32)
-                img = np.clip(base + rng.normal(0, 20, (8, 8, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(img).save(root / split / f"c{c}" / f"{i}.jpg", quality=90)
+    root = colour_folder(tmp_path_factory.mktemp("topo"), 4, {"train": 8, "val": 2}, size=8, step=60)
     (root / "cell.json").write_text(json.dumps({**TINY_CELL, "input": {"resolution": 8, "channels": 3}}))
     return root
 
