@@ -3,7 +3,6 @@ definition: an edge is ``sum_o w_o * op_o(x)`` over the cell's own op modules ca
 float64 (BN removed where the merged form is exact); where BN is moved, the merged formula is written
 out with explicit batch means and variances. And ``--simplify`` from the command line for every
 differentiable method on the demo."""
-import copy
 import json
 
 import pytest
