@@ -29,6 +29,7 @@ extra untimed call; on CUDA also torch.cuda.max_memory_allocated over the timed 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from dataclasses import asdict
 import tempfile
@@ -84,24 +85,16 @@ def bench_edge(mode: str, space: Space, channels: int, size: int, args, device) 
         params = [x, beta, *cell.parameters()]
 
         def call(meter=None):
-            with meter if meter is not None else _nothing():
+            with meter if meter is not None else contextlib.nullcontext():
                 out = cell(x, beta.softmax(-1))
                 loss = (out * grad_out).sum()
             torch.autograd.grad(loss, params, allow_unused=True)
 
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        timed = CpuTimed(call)
-        stats = common.time_fn(timed, args.warmup, args.reps, device=device, max_seconds=args.max_seconds)
-        if device.type == "cuda":
-            row["peak_memory_mib"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
-        else:
-            row["cpu_ms"] = timed.median_ms(stats["reps"])
+        time_into(row, call, args, device)
         exclude = {t.untyped_storage().data_ptr() for t in [x, grad_out, *cell.parameters(), *cell.buffers()]}
         meter = SavedTensorMeter(exclude)
         call(meter)
-        row.update({"median_ms": stats["median_s"] * 1e3, "p10_ms": stats["p10_s"] * 1e3,
-                    "p90_ms": stats["p90_s"] * 1e3, "reps": stats["reps"], "saved_activation_mib": meter.nbytes / 2 ** 20})
+        row["saved_activation_mib"] = meter.nbytes / 2 ** 20
     except Exception as exc:  # noqa: BLE001 - a failing row says why
         row["error"] = common.error_string(exc)
     return row
@@ -125,12 +118,20 @@ class CpuTimed:
         return statistics.median(self.times[-last:]) * 1e3
 
 
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
+def time_into(row: dict, fn, args, device) -> dict:
+    """Time ``fn`` (warm-up, repeats, median; ``args.max_seconds`` caps it) into ``row``: median/p10/p90
+    in ms, the reps, and the peak CUDA memory on a GPU or the median process CPU time on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    timed = CpuTimed(fn)
+    stats = common.time_fn(timed, args.warmup, args.reps, device=device, max_seconds=args.max_seconds)
+    if device.type == "cuda":
+        row["peak_memory_mib"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
+    else:
+        row["cpu_ms"] = timed.median_ms(stats["reps"])
+    row.update({"median_ms": stats["median_s"] * 1e3, "p10_ms": stats["p10_s"] * 1e3,
+                "p90_ms": stats["p90_s"] * 1e3, "reps": stats["reps"]})
+    return stats
 
 
 # ---------------------------------------------------------------------- 2. one search step
@@ -146,17 +147,8 @@ def bench_step(mode: str, space: Space, args, device, batches) -> dict:
         step = TrainerStep(model, batches, compile=False)
         step()
         common.synchronize(device)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        timed = CpuTimed(step)
-        stats = common.time_fn(timed, args.warmup, args.reps, device=device, max_seconds=args.max_seconds)
-        if device.type == "cuda":
-            row["peak_memory_mib"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
-        else:
-            row["cpu_ms"] = timed.median_ms(stats["reps"])
-        row.update({"median_ms": stats["median_s"] * 1e3, "p10_ms": stats["p10_s"] * 1e3,
-                    "p90_ms": stats["p90_s"] * 1e3, "reps": stats["reps"],
-                    "images_per_s": 2 * args.batch / stats["median_s"],
+        stats = time_into(row, step, args, device)
+        row.update({"images_per_s": 2 * args.batch / stats["median_s"],
                     "saved_activation_mib": step.saved_bytes() / 2 ** 20})
         del step, model
     except Exception as exc:  # noqa: BLE001
