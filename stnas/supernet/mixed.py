@@ -63,6 +63,18 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     return x.view(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
 
 
+def join_partial(mixed: torch.Tensor, bypass: list, dst: int, k: int, part: int) -> torch.Tensor:
+    """Node ``dst`` of a cell with partial channels (1/k of them through the ops): its mixed part, then
+    every source's bypass channels summed unweighted (DrNAS MixedOp), one channel shuffle per node; the
+    node's own bypass is appended to ``bypass`` for the nodes after it. ``k == 1``: the mixed part."""
+    if k == 1:
+        return mixed
+    passed = bypass[0] if dst == 1 else masked_path_sum(bypass)
+    node = channel_shuffle(torch.cat([mixed, passed], 1), k)
+    bypass.append(node[:, part:])
+    return node
+
+
 @dataclass(frozen=True)
 class _Plan:
     """What a cell computes for one mask, decided on the host once per mask (never per forward).
@@ -185,14 +197,7 @@ class MixedCell(nn.Module):
                 mixed = masked_path_sum(ys, weights[row0:row0 + dst].reshape(-1), active)
             else:  # every input is none or pruned: a zero node, whose readers still run (as NAS-Bench-201)
                 mixed = x.new_zeros((x.shape[0], part, *x.shape[2:]))
-            if k > 1:
-                # Every edge adds its source's bypass channels unweighted (DrNAS MixedOp); one shuffle per node.
-                passed = bypass[0] if dst == 1 else masked_path_sum(bypass)
-                node = channel_shuffle(torch.cat([mixed, passed], 1), k)
-                bypass.append(node[:, part:])
-            else:
-                node = mixed
-            states.append(node)
+            states.append(join_partial(mixed, bypass, dst, k, part))
         return states[-1]
 
 

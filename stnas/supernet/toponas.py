@@ -282,8 +282,7 @@ class SimplifiedMixedCell(nn.Module):
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """``weights``: (edges, ops), the network's weights for this forward; masked entries are unused."""
-        from stnas.ops import masked_path_sum
-        from stnas.supernet.mixed import channel_shuffle
+        from stnas.supernet.mixed import join_partial
 
         k = self.k
         part = x.shape[1] // k
@@ -304,13 +303,7 @@ class SimplifiedMixedCell(nn.Module):
                     total = y if total is None else total.add_(y)
             if total is None:  # every input is none or pruned: a zero node (as MixedCell)
                 total = x.new_zeros((x.shape[0], part, *x.shape[2:]))
-            if k > 1:
-                passed = bypass[0] if dst == 1 else masked_path_sum(bypass)
-                node = channel_shuffle(torch.cat([total, passed], 1), k)
-                bypass.append(node[:, part:])
-            else:
-                node = total
-            states.append(node)
+            states.append(join_partial(total, bypass, dst, k, part))
         return states[-1]
 
 
