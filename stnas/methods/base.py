@@ -78,39 +78,27 @@ def get_method(name: str) -> Method:
 
 # ---------------------------------------------------------------------- argument types of method options
 
-def positive(kind):
-    """An argparse type: a ``kind`` (int or float) > 0, else argparse's one-line error."""
+def _bounded(kind, noun: str, ok, bound: str):
+    """An argparse type: ``kind(text)`` with ``ok(value)``, else argparse's one-line error."""
     def parse(text):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
         return value
+    parse.__name__ = kind.__name__
     return parse
 
 
-def non_negative(text) -> float:
-    """An argparse type: a float >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
+def positive(kind):
+    """An argparse type: a ``kind`` (int or float) > 0."""
+    return _bounded(kind, f"a {kind.__name__}", lambda v: v > 0, "> 0")
 
 
-def non_negative_int(text) -> int:
-    """An argparse type: an int >= 0 (steps, generations)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an int") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
+non_negative = _bounded(float, "a number", lambda v: not v < 0, ">= 0")   # a float >= 0
+non_negative_int = _bounded(int, "an int", lambda v: not v < 0, ">= 0")   # an int >= 0 (steps, generations)
 
 
 def count(text) -> float:
