@@ -63,6 +63,8 @@ if [ "$stage" = quick ]; then
     --out "$out/batch_norm_act_cuda.json" 2>&1 | tail -12 | tee -a "$log"
   timeout 150 python3 bench/bench_supernet.py --device cuda --data synthetic --impls stnas,spos,spos_strong --reps 2 \
     --out "$out/supernet_cuda.json" 2>&1 | grep -v '^USDT' | tail -12 | tee -a "$log"
+  timeout 90 python3 bench/bench_scoring.py --device cuda --archs 10 --eval-images 1280 --reps 2 \
+    --out "$out/scoring_cuda.json" 2>&1 | tail -10 | tee -a "$log"
   crnas_detection 120 --warmup 5 --reps 10
   step "done"
   exit 0
@@ -86,6 +88,7 @@ if [ "$stage" = all ] || [ "$stage" = bench ]; then
   python3 bench/bench_sgld.py --device cuda --numel 100000000 --grad-dtype bf16 --out "$out/sgld_cuda_100m_bf16.json" 2>&1 | tee -a "$log"
   python3 bench/bench_masked_path_sum.py --device cuda --out "$out/masked_path_sum_cuda.json" 2>&1 | tee -a "$log"
   python3 bench/bench_batch_norm_act.py --device cuda --out "$out/batch_norm_act_cuda.json" 2>&1 | tee -a "$log"
+  python3 bench/bench_scoring.py --device cuda --out "$out/scoring_cuda.json" 2>&1 | tee -a "$log"
   python3 bench/bench_mixed_supernet.py --device cuda --out "$out/mixed_supernet_cuda.json" 2>&1 | tee -a "$log"
   # TopoNAS: merged vs unmerged edges and steps, then DrNAS/DARTS searches with and without --simplify
   # (3 seeds, the demo data) and their derived cells' table accuracy.

@@ -200,9 +200,9 @@ def test_resume_in_supernet_training(images, uninterrupted, tmp_path):
 def test_resume_in_scoring(images, uninterrupted, tmp_path):
     # The stability set (4 architectures x 2 snapshots) is scored first, then generation 0.
     stops = [
-        lambda: stop(SnapshotEvaluator, "accuracy", nth(3)),  # mid-way through the stability set
+        lambda: stop(SnapshotEvaluator, "score_snapshot", nth(2)),  # mid-way through the stability set
         lambda: stop(SnapshotEvaluator, "score_many", nth(2)),  # the set in scores.csv, generation 0 not begun
-        lambda: stop(SnapshotEvaluator, "accuracy", nth(5)),  # mid-way through generation 0
+        lambda: stop(SnapshotEvaluator, "score_snapshot", nth(2)),  # mid-way through generation 0
     ]
     assert_same_outputs(stopped_and_resumed(images, tmp_path / "out", stops), uninterrupted)
 
@@ -211,7 +211,7 @@ def test_resume_in_evolution(images, uninterrupted, tmp_path):
     stops = [
         lambda: after_generation(0),
         lambda: after_generation(1),  # the case: stopped after generation 1
-        lambda: stop(SnapshotEvaluator, "accuracy", nth(3)),  # mid-way through generation 2 (0 and 1 cached)
+        lambda: stop(SnapshotEvaluator, "score_snapshot", nth(2)),  # mid-way through generation 2 (0 and 1 cached)
         lambda: after_generation(2),  # every generation scored, no best_*.json yet
         lambda: stop(stnas_method, "plot_pareto", nth(1)),  # best_*.json and pareto.csv written, no figure
     ]

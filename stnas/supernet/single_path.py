@@ -21,6 +21,18 @@ from stnas.ops import masked_path_sum
 from stnas.spaces import Arch, ChainSpace, Space
 from stnas.supernet.blocks import ConvBN, Head, init_weights
 from stnas.supernet.ops import make_op
+from stnas.supernet.stages import Stage, run_stages, stage_modules
+
+
+def _node_stage(op: nn.Module, branches: tuple):
+    """The stage of node k + 1: its stem edge ``op`` on node k, plus the ``(module or None, source)``
+    branch edges into it, summed by masked_path_sum."""
+    def run(feats):
+        if not branches:
+            return (*feats, op(feats[-1]))
+        ys = [op(feats[-1])] + [None if m is None else m(feats[src]) for m, src in branches]
+        return (*feats, masked_path_sum(ys))
+    return run
 
 
 class ChainNet(nn.Module):
@@ -67,27 +79,28 @@ class ChainNet(nn.Module):
         return arch
 
     def forward(self, x: torch.Tensor, arch: Arch | None = None) -> torch.Tensor:
+        return run_stages(self.stages(arch), x)
+
+    def stages(self, arch: Arch | None = None) -> list[Stage]:
+        """``forward(x, arch)`` as stages (:mod:`stnas.supernet.stages`): the stem, one per node (its stem
+        edge and the branch edges into it, keyed by their ops), the head. The state is the tuple of the
+        nodes computed so far (a branch reads an earlier node); the head's is the logits."""
         arch = self._resolve(arch)
-        feats = [self.stem(x)]
+        stem, head = self.stem, self.head
+        out = [Stage((), (stem,), lambda state: (stem(state[0]),))]
         for k, edges in enumerate(self.edges):
-            j = k + 1
-            ys = [edges[arch.ops[k]](feats[k])]
-            for b, src in self._incoming[j]:
-                op = arch.branches[b]
-                ys.append(None if op is None else self.branches[b][op](feats[src]))
-            feats.append(ys[0] if len(ys) == 1 else masked_path_sum(ys))
-        return self.head(feats[-1])
+            op = edges[arch.ops[k]]
+            # An off branch is a masked-off (None) path of the node's sum: never read.
+            branches = tuple((None if arch.branches[b] is None else self.branches[b][arch.branches[b]], src)
+                             for b, src in self._incoming[k + 1])
+            key = (arch.ops[k], *(arch.branches[b] for b, _ in self._incoming[k + 1]))
+            out.append(Stage(key, (op, *(m for m, _ in branches if m is not None)), _node_stage(op, branches)))
+        out.append(Stage((), (head,), lambda feats: (head(feats[-1]),)))
+        return out
 
     def active_modules(self, arch: Arch | None = None) -> Iterator[nn.Module]:
         """The modules ``forward(x, arch)`` runs."""
-        arch = self._resolve(arch)
-        yield self.stem
-        for k, edges in enumerate(self.edges):
-            yield edges[arch.ops[k]]
-        for b, op in enumerate(arch.branches):
-            if op is not None:
-                yield self.branches[b][op]
-        yield self.head
+        return stage_modules(self.stages(arch))
 
     def inherit(self, supernet: "ChainNet") -> "ChainNet":
         """Copy the supernet's weights (and BN statistics) into this standalone model."""

@@ -36,6 +36,7 @@ from stnas.spaces.cell import CellArch, CellSpace
 from stnas.spaces.errors import SpaceError
 from stnas.spaces.ops import get_op
 from stnas.supernet.cell_blocks import cell_skeleton, edge_key, make_cell_edges
+from stnas.supernet.stages import Stage, run_stages, stage_modules
 
 __all__ = ["CellPathNet", "PathCell", "inherit"]
 
@@ -99,23 +100,29 @@ class CellPathNet(nn.Module):
     def forward(self, x: torch.Tensor, arch: CellArch | None = None) -> torch.Tensor:
         if arch is None:
             raise ValueError("CellPathNet.forward: a supernet needs an architecture: forward(x, arch)")
+        return run_stages(self.stages(arch), x)
+
+    def stages(self, arch: CellArch) -> list[Stage]:
+        """``forward(x, arch)`` as stages (:mod:`stnas.supernet.stages`): the stem, every block of the body
+        (a search cell keyed by the cell's plan, a fixed reduction block by ``()``), the head. Every cell
+        is the same architecture, so architectures share the stem alone."""
         plan = self.plan(arch)
-        x = self.stem(x)
+        out = [_module_stage(self.stem, ())]
         for block, is_cell in self._blocks:
-            x = block(x, plan) if is_cell else block(x)
-        return self.head(x)
+            if is_cell:
+                out.append(Stage(plan, tuple(block.active(plan)), lambda state, b=block: (b(state[0], plan),)))
+            else:
+                out.append(_module_stage(block, ()))
+        out.append(_module_stage(self.head, ()))
+        return out
 
     def active_modules(self, arch: CellArch) -> Iterator[nn.Module]:
         """The modules ``forward(x, arch)`` runs (for BN recalibration)."""
-        plan = self.plan(arch)
-        yield self.stem
-        for block, is_cell in self._blocks:
-            if is_cell:
-                yield from block.active(plan)
-            else:
-                yield block
-        yield self.head
+        return stage_modules(self.stages(arch))
 
+
+def _module_stage(module: nn.Module, key) -> Stage:
+    return Stage(key, (module,), lambda state: (module(state[0]),))
 
 def inherit(model: nn.Module, supernet: nn.Module) -> nn.Module:
     """Copy a supernet's weights and BN statistics into a standalone ``model`` of the same space (a
