@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import environment, synchronize, table, time_fn, write_results  # noqa: E402
+from common import environment, table, time_fn, write_results  # noqa: E402
 from bench_supernet import measure_matmul_peak, space_at  # noqa: E402
 from spos_baseline import SposSupernet  # noqa: E402
 
@@ -194,7 +194,6 @@ def main(argv=None) -> None:
                 r["speedup_vs_spos"] = base["median_s"] / r["median_s"]
                 r["baseline_work_ratio"] = base["madds"] / r["madds"]
         save()
-        synchronize(device)
     table(rows, [("impl", "impl", ""), ("set", "set", ""), ("archs_per_s", "archs/s", ".3g"),
                  ("median_s", "median s", ".3g"), ("of_floor", "of FLOP floor", ".2f"),
                  ("baseline_work_ratio", "spos work / work", ".2f"), ("speedup_vs_spos", "x spos", ".2f")],

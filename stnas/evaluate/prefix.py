@@ -22,6 +22,7 @@ Walking batch by batch keeps one batch's activations per depth alive, never the 
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 
 import torch
@@ -65,7 +66,7 @@ class PrefixScorer:
     """
 
     def __init__(self, net: nn.Module, archs: Sequence, share: bool = True):
-        self.net = net
+        self.net, self.num_archs = net, len(archs)
         self.root = _Node(None)
         self.nodes: list[_Node] = []
         for a, arch in enumerate(archs):
@@ -78,6 +79,7 @@ class PrefixScorer:
                     self.nodes.append(child)
                 node = child
             node.archs.append(a)
+        self.bns = list({id(bn): bn for node in self.nodes for bn in node.bns}.values())  # each module once
         self.stage_runs = 0  # stages run so far (what sharing saves is visible in tests and benchmarks)
 
     def _reset_stats(self) -> None:
@@ -94,42 +96,34 @@ class PrefixScorer:
                 at_leaf(child.archs, out)
             self._walk(child, out, at_leaf)
 
-    def _with_own_buffers(self, fn, *args):
-        """Run ``fn`` with the walk's buffers attached as needed, the modules' own put back after."""
-        bns = {id(bn): bn for node in self.nodes for bn in node.bns}.values()
-        own = [(bn, {k: bn._buffers[k] for k in BUFFERS}) for bn in bns]
-        momenta = [(bn, bn.momentum) for bn in bns]
+    @contextlib.contextmanager
+    def _walking(self):
+        """The net in eval mode with the walk's buffers attached as it goes; on exit the modules' own
+        buffers, momenta and modes are put back."""
+        own = [(bn, {k: bn._buffers[k] for k in BUFFERS}, bn.momentum) for bn in self.bns]
+        was_training = self.net.training
+        self.net.eval()
         try:
-            return fn(*args)
+            yield
         finally:
-            for bn, buffers in own:
+            for bn, buffers, momentum in own:
                 bn._buffers.update(buffers)
-            for bn, momentum in momenta:
                 bn.momentum = momentum
+            self.net.train(was_training)
 
     @torch.no_grad()
     def recalibrate(self, batches, on_batch: Callable[[], None] | None = None) -> None:
         """Every architecture's BN statistics: the exact mean over ``batches`` (inputs), as
         :func:`stnas.supernet.recalibrate_bn` computes them. Dropout and the like stay in eval mode."""
-        def run():
-            self._reset_stats()
-            was_training = self.net.training
-            self.net.eval()
-            for node in self.nodes:
-                for bn in node.bns:
-                    bn.momentum = None  # cumulative moving average: the exact mean over the batches
-                    bn.train()
-            try:
-                for x in batches:
-                    self._walk(self.root, (x,), None)
-                    if on_batch is not None:
-                        on_batch()
-            finally:
-                for node in self.nodes:
-                    for bn in node.bns:
-                        bn.train(was_training)
-                self.net.train(was_training)
-        self._with_own_buffers(run)
+        self._reset_stats()
+        with self._walking():
+            for bn in self.bns:
+                bn.momentum = None  # cumulative moving average: the exact mean over the batches
+                bn.train()
+            for x in batches:
+                self._walk(self.root, (x,), None)
+                if on_batch is not None:
+                    on_batch()
 
     @torch.no_grad()
     def forward(self, batches, at_leaf: Callable[[list[int], torch.Tensor, int], None],
@@ -137,24 +131,18 @@ class PrefixScorer:
         """Eval mode, the statistics of :meth:`recalibrate`: for every input batch ``i`` of ``batches``
         and every architecture path of the tree, ``at_leaf(archs, logits, i)`` (``archs``: the indices of
         the architectures the logits belong to, several when the same architecture was given twice)."""
-        def run():
-            was_training = self.net.training
-            self.net.eval()
-            try:
-                for i, x in enumerate(batches):
-                    self._walk(self.root, (x,), lambda archs, out: at_leaf(archs, out[0], i))
-                    if on_batch is not None:
-                        on_batch()
-            finally:
-                self.net.train(was_training)
-        self._with_own_buffers(run)
+        with self._walking():
+            for i, x in enumerate(batches):
+                self._walk(self.root, (x,), lambda archs, out: at_leaf(archs, out[0], i))
+                if on_batch is not None:
+                    on_batch()
 
-    def correct(self, batches, num_archs: int, on_batch: Callable[[], None] | None = None) -> tuple[torch.Tensor, int]:
+    def correct(self, batches, on_batch: Callable[[], None] | None = None) -> tuple[torch.Tensor, int]:
         """Per architecture, the held-out images it classifies right over ``batches`` ((x, y) pairs), and
         the images seen."""
         batches = list(batches)
         device = next(self.net.parameters()).device
-        counts = torch.zeros(num_archs, dtype=torch.long, device=device)  # on the device: one read-back
+        counts = torch.zeros(self.num_archs, dtype=torch.long, device=device)  # on the device: one read-back
 
         def count(archs, logits, i):
             hits = (logits.argmax(1) == batches[i][1]).sum()

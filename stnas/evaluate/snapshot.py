@@ -35,12 +35,12 @@ class SnapshotEvaluator:
         self.progress, self.amp, self.share = progress, amp, share
         self.device = next(net.parameters()).device
 
-    def score_snapshot(self, scorer: PrefixScorer, num_archs: int, bar) -> list[float]:
+    def score_snapshot(self, scorer: PrefixScorer, bar) -> list[float]:
         """The loaded snapshot's held-out accuracy of every architecture of ``scorer``."""
         tick = bar.update
         with autocast(self.device, self.amp):
             scorer.recalibrate(self.recal_batches, tick)
-            correct, seen = scorer.correct(self.eval_batches, num_archs, tick)
+            correct, seen = scorer.correct(self.eval_batches, tick)
         return [c / max(seen, 1) for c in correct.tolist()]
 
     def score_many(self, archs: Sequence, desc: str = "scoring") -> list[list[float]]:
@@ -60,7 +60,7 @@ class SnapshotEvaluator:
                 if not mine:
                     break
                 self.net.load_state_dict(snap)
-                for a, acc in zip(mine, self.score_snapshot(scorer, len(mine), bar)):
+                for a, acc in zip(mine, self.score_snapshot(scorer, bar)):
                     out[a][k] = acc
         finally:
             bar.close()

@@ -124,6 +124,7 @@ class CellPathNet(nn.Module):
 def _module_stage(module: nn.Module, key) -> Stage:
     return Stage(key, (module,), lambda state: (module(state[0]),))
 
+
 def inherit(model: nn.Module, supernet: nn.Module) -> nn.Module:
     """Copy a supernet's weights and BN statistics into a standalone ``model`` of the same space (a
     :class:`~stnas.supernet.cell_blocks.CellNet` from a :class:`CellPathNet`): the model's state dict is
