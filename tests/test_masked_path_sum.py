@@ -95,6 +95,24 @@ def test_non_contiguous_and_mixed_layout_paths_are_summed_correctly(device, back
 
 
 @pytest.mark.parametrize("device,backend", BACKENDS)
+def test_one_channel_paths_dense_in_both_layouts_are_summed_with_their_gradients(device, backend, seeded):
+    """A one-channel map is contiguous and channels_last at once, with strides that differ in the channel
+    dim (a partial-channel DrNAS node on a channels_last search): summed, and differentiated, as defined."""
+    a = torch.randn(3, 1, 5, 4, device=device, requires_grad=True)
+    b = torch.randn(3, 1, 5, 4, device=device).to(memory_format=torch.channels_last).requires_grad_(True)
+    assert a.stride() != b.stride() and b.is_contiguous()
+    w = torch.tensor([0.5, -2.0], device=device, requires_grad=True)
+    out = masked_path_sum([a, b], w, backend=backend)
+    g = torch.randn_like(out)
+    ref = [t.detach().double().requires_grad_(True) for t in (a, b, w)]
+    want = ref[2][0] * ref[0] + ref[2][1] * ref[1]
+    torch.testing.assert_close(out.double(), want, rtol=1e-6, atol=1e-6)
+    got = torch.autograd.grad((out * g).sum(), [a, b, w])
+    for x, y in zip(got, torch.autograd.grad((want * g.double()).sum(), ref)):
+        torch.testing.assert_close(x.double(), y, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("device,backend", BACKENDS)
 def test_gradient_of_an_expanded_grad_out(device, backend, seeded):
     """x.sum().backward() hands the op a stride-0 gradient; the op must lay it out first."""
     ys = _paths(2, (4, 3, 2, 2), torch.float32, device, channels_last=True)

@@ -263,6 +263,10 @@ def masked_path_sum(
     fmt = _memory_format(ref)
     paths = [ys[i] if ys[i].is_contiguous(memory_format=fmt) else ys[i].contiguous(memory_format=fmt)
              for i in active]
+    # Dense in one format, strides can still differ in size-1 dims (a one-channel map is contiguous and
+    # channels_last at once); the kernels compare strides, so such a path is viewed with the first's.
+    paths = [p if p.stride() == paths[0].stride() else p.as_strided(p.shape, paths[0].stride(), p.storage_offset())
+             for p in paths]
     if torch.compiler.is_compiling():
         return _masked_path_sum_op(paths, weights, active, backend or "auto")
     return MaskedPathSumFunction.apply(weights, unit, active, backend or "auto", *paths)
