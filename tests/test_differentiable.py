@@ -70,7 +70,8 @@ def test_one_darts_step_equals_a_hand_written_first_order_step():
 
     # -- by hand: the architecture step (Adam's first step: m = (1-b1) g, v = (1-b2) g^2, bias-corrected).
     beta = ref.beta
-    g = torch.autograd.grad(loss_fn(ref(xs), ys), beta)[0] + cfg.arch_weight_decay * beta.detach()
+    g_loss = torch.autograd.grad(loss_fn(ref(xs), ys), beta)[0]
+    g = g_loss + cfg.arch_weight_decay * beta.detach()
     b1, b2 = cfg.arch_betas
     m_hat, v_hat = (1 - b1) * g / (1 - b1), (1 - b2) * g * g / (1 - b2)
     new_beta = beta.detach() - cfg.arch_lr * m_hat / (v_hat.sqrt() + 1e-8)
@@ -89,6 +90,11 @@ def test_one_darts_step_equals_a_hand_written_first_order_step():
     assert torch.allclose(t.net.beta, new_beta, rtol=0, atol=1e-12)
     for w, e in zip(t.net.weight_parameters(), expected):
         assert torch.allclose(w, e, rtol=1e-9, atol=1e-12)
+    # Each step differentiates its own parameters only: beta holds the architecture step's gradient (the
+    # weight step added none), the weights their clipped weight-step gradients.
+    assert torch.allclose(t.net.beta.grad, g_loss, rtol=0, atol=1e-12)
+    for w, gr in zip(t.net.weight_parameters(), grads):
+        assert torch.allclose(w.grad, gr * scale, rtol=1e-9, atol=1e-12)
     # The BN running statistics moved in both forwards, as in the hand-written run.
     for (k, a), b in zip(t.net.state_dict().items(), ref.state_dict().values()):
         if "running" in k:

@@ -105,6 +105,10 @@ def arch_optimizer(net: nn.Module, cfg: DifferentiableConfig) -> torch.optim.Opt
                             weight_decay=cfg.arch_weight_decay)
 
 
+def _params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    return [p for group in optimizer.param_groups for p in group["params"]]
+
+
 class DifferentiableTrainer(Trainer):
     """Trains a mixed supernet; a batch is ``((x, y), (x_search, y_search))``.
 
@@ -162,7 +166,9 @@ class DifferentiableTrainer(Trainer):
             loss = self.loss_fn(self.model(x), y)
         if self.penalty is not None:
             loss = loss + self.penalty(self.net)
-        loss.backward()
+        # Gradients of the architecture only: the weights' would be discarded by the weight step, and
+        # the convolutions' weight gradients are a third of their backward.
+        loss.backward(inputs=_params(self.a_optimizer))
         self.a_optimizer.step()
         return loss.detach()
 
@@ -172,7 +178,7 @@ class DifferentiableTrainer(Trainer):
         self.w_optimizer.zero_grad(set_to_none=True)
         with autocast(self.device, self.amp):
             loss = self.loss_fn(self.model(x), y)
-        loss.backward()
+        loss.backward(inputs=_params(self.w_optimizer))  # the architecture's gradients are the arch step's
         if self.cfg.grad_clip:
             nn.utils.clip_grad_norm_(self.net.weight_parameters(), self.cfg.grad_clip)
         self.w_optimizer.step()
