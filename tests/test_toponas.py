@@ -15,7 +15,7 @@ from stnas.spaces import CellArch, Space
 from stnas.supernet.cell_blocks import ReLUConvBN, edge_key
 from stnas.supernet.gated import GatedCellNet
 from stnas.supernet.mixed import MixedCell, MixedCellNet
-from stnas.supernet.toponas import Simplify, SimplifiedMixedCell, _relu_first, pool_count
+from stnas.supernet.toponas import Simplify, SimplifiedMixedCell, _relu_first, skip_pool
 from tests.conftest import colour_folder
 
 TINY_CELL = {"type": "cell", "name": "nb201-tiny", "input": {"resolution": 16, "channels": 3}, "num_classes": 4,
@@ -186,8 +186,6 @@ def test_pool_border_include_differs_only_on_the_border_ring():
     inner = (slice(None), slice(None), slice(1, -1), slice(1, -1))
     torch.testing.assert_close(outs["exact"][inner], outs["include"][inner], rtol=1e-12, atol=1e-12)
     assert (outs["exact"] - outs["include"]).abs().amax() > 1e-3
-    count = pool_count(7, 8, 3, x.device, x.dtype)
-    assert count[0, 0, 0, 0] == 4 and count[0, 0, 0, 3] == 6 and count[0, 0, 3, 3] == 9
 
 
 class CallCounter(TorchFunctionMode):
@@ -202,22 +200,85 @@ class CallCounter(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-def test_each_edge_runs_one_conv_and_one_bn_and_each_source_node_one_relu():
+class ConvCounter(TorchFunctionMode):
+    """Counts conv2d calls by kind (dense or depthwise), relu and batch_norm calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = {"dense conv": 0, "depthwise conv": 0, "relu": 0, "batch_norm": 0}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name == "conv2d":
+            groups = args[6] if len(args) > 6 else (kwargs or {}).get("groups", 1)
+            self.calls["depthwise conv" if groups > 1 else "dense conv"] += 1
+        elif name in self.calls:
+            self.calls[name] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_each_edge_runs_one_dense_conv_one_depthwise_conv_and_one_bn_and_each_source_node_one_relu():
     cell, _ = make_cell(True, channels=4)
-    cell(torch.randn(2, 4, 6, 6), torch.rand(EDGES, len(OPS)))  # the pooling's count map, computed once
-    with CallCounter("conv2d", "relu", "batch_norm") as counter:
+    with ConvCounter() as counter:
         cell(torch.randn(2, 4, 6, 6), torch.rand(EDGES, len(OPS)))
-    assert counter.calls == {"conv2d": EDGES, "relu": NODES - 1, "batch_norm": EDGES}
+    assert counter.calls == {"dense conv": EDGES, "depthwise conv": EDGES, "relu": NODES - 1, "batch_norm": EDGES}
 
 
 @pytest.mark.parametrize("exact", [True, False])
-def test_skip_pool_operator_backward_matches_finite_differences(exact):
-    from stnas.supernet.toponas import SkipPoolMix
-
-    x = torch.randn(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
+@pytest.mark.parametrize("shape", [(2, 3, 5, 6), (1, 2, 3, 3), (2, 2, 2, 4), (1, 1, 1, 1)])
+def test_skip_pool_operator_backward_matches_finite_differences(exact, shape):
+    """Odd and even sizes, the smallest map with an interior (3x3) and maps without one."""
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
     ws, wp = (torch.randn((), dtype=torch.float64, requires_grad=True) for _ in range(2))
-    inv = pool_count(5, 6, 3, x.device, x.dtype).reciprocal() if exact else None
-    assert torch.autograd.gradcheck(lambda a, b, c: SkipPoolMix.apply(a, b, c, inv), (x, ws, wp))
+    assert torch.autograd.gradcheck(lambda a, b, c: skip_pool(a, b, c, exact), (x, ws, wp))
+    want = ws * x + wp * F.avg_pool2d(x, 3, 1, 1, count_include_pad=not exact)
+    torch.testing.assert_close(skip_pool(x, ws, wp, exact), want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("exact", [True, False])
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_skip_pool_in_fp32_matches_the_float64_definition_in_both_memory_formats(exact, memory_format):
+    """The fast path (oneDNN's depthwise conv, its own backward) in fp32, NCHW and NHWC, against
+    ``w_skip * x + w_pool * avg_pool2d(x)`` in float64: output, and gradients of x and both weights."""
+    g = torch.Generator().manual_seed(5)
+    x64 = torch.randn(4, 16, 9, 10, generator=g, dtype=torch.float64)
+    go = torch.randn(4, 16, 9, 10, generator=g, dtype=torch.float64)
+    w64 = torch.tensor([0.3, -0.7], dtype=torch.float64, requires_grad=True)
+    xr = x64.clone().requires_grad_(True)
+    want = w64[0] * xr + w64[1] * F.avg_pool2d(xr, 3, 1, 1, count_include_pad=not exact)
+    want_grads = torch.autograd.grad((want * go).sum(), [xr, w64])
+    x = x64.float().to(memory_format=memory_format).requires_grad_(True)
+    w = w64.detach().float().requires_grad_(True)
+    out = skip_pool(x, w[0], w[1], exact)
+    got_grads = torch.autograd.grad((out * go.float()).sum(), [x, w])
+    assert out.is_contiguous(memory_format=memory_format)
+    torch.testing.assert_close(out.double(), want, rtol=1e-5, atol=1e-5)
+    for a, b in zip(got_grads, want_grads):
+        torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("simplify", [True, {"kernel_norm": False}, {"norm": "none"}])
+def test_simplified_cell_in_channels_last_equals_nchw(simplify):
+    """The searches run channels_last on the CPU too: the same cell, outputs and gradients of the input,
+    the architecture weights and every parameter, NHWC against NCHW in fp32. (torch's CPU batch_norm
+    backward once returned garbage for a channels_last input with an expanded weight.)"""
+    cell, _ = make_cell(simplify, channels=8, seed=2)
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(4, 8, 7, 9, generator=g)
+    w = torch.rand(EDGES, len(OPS), generator=g)
+    go = torch.randn(4, 8, 7, 9, generator=g)
+    results = []
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        xi = x.to(memory_format=fmt).requires_grad_(True)
+        wi = w.clone().requires_grad_(True)
+        out = cell(xi, wi)
+        results.append((out, *torch.autograd.grad((out * go).sum(), [xi, wi, *cell.parameters()], allow_unused=True)))
+    assert results[1][0].is_contiguous(memory_format=torch.channels_last)
+    for a, b in zip(*results):
+        if a is None:
+            assert b is None
+        else:
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("weighting", ["softmax", "dirichlet"])
