@@ -4,7 +4,7 @@ per search step, and the search's end result.
     python bench/bench_toponas.py [--device cpu|cuda] [--space nb201] [--batch 64] [--weighting dirichlet]
                                   [--steps N] [--warmup W] [--parts edge,step,search] [--search-epochs E]
                                   [--seeds 0,1] [--search-modes unmerged,merged] [--benchmark CSV]
-                                  [--out PATH]
+                                  [--memory-format channels_last|contiguous] [--out PATH]
 
 1. edge: one NAS-Bench-201 mixed edge (all 5 ops) at each stage's width and resolution (C16@32px,
    C32@16px, C64@8px), ``--batch`` images, forward + backward of ``(out * g).sum()`` to the input, the
@@ -18,6 +18,9 @@ per search step, and the search's end result.
 3. search (``--parts search``): DrNAS/DARTS searches (``--methods``, ``--search-epochs``) on the built-in
    demo data (nb201-demo space) in each of ``--search-modes`` (default: unmerged and merged, i.e. without
    and with --simplify), the same seeds (``--seeds``), and the derived cell's NAS-Bench-201 table accuracy.
+
+Both modes run in ``--memory-format`` (default channels_last: what the searches run on the CPU and on
+CUDA, stnas.runtime.cell_search_channels_last), inputs, activations and weights alike.
 
 Time: median over the timed calls after the warm-up (bench/common.time_fn); on the CPU also the median
 process CPU time of the same calls (``cpu_ms``: steadier than wall time on a shared machine; run with
@@ -62,14 +65,18 @@ DEFAULT_TABLE = common.REPO_ROOT.parent / "shared" / "data" / "nb201" / "nats_be
 
 # ---------------------------------------------------------------------- 1. one mixed edge
 
-def edge_module(mode: str, space: Space, channels: int, device):
+def memory_format(args) -> torch.memory_format:
+    return torch.channels_last if args.memory_format == "channels_last" else torch.contiguous_format
+
+
+def edge_module(mode: str, space: Space, channels: int, device, fmt):
     from stnas.supernet.mixed import MixedCell
     from stnas.supernet.toponas import Simplify, SimplifiedMixedCell
 
     torch.manual_seed(0)
     opts = MODES[mode]
     cell = (MixedCell(2, space.ops, channels) if opts is None
-            else SimplifiedMixedCell(2, space.ops, channels, 1, Simplify(**opts))).to(device)
+            else SimplifiedMixedCell(2, space.ops, channels, 1, Simplify(**opts))).to(device, memory_format=fmt)
     cell._plan = cell.plan([[True] * len(space.ops)])
     return cell.train()
 
@@ -77,11 +84,12 @@ def edge_module(mode: str, space: Space, channels: int, device):
 def bench_edge(mode: str, space: Space, channels: int, size: int, args, device) -> dict:
     row = {"part": "edge", "mode": mode, "channels": channels, "size": size}
     try:
-        cell = edge_module(mode, space, channels, device)
+        fmt = memory_format(args)
+        cell = edge_module(mode, space, channels, device, fmt)
         g = torch.Generator(device="cpu").manual_seed(1)
-        x = torch.randn(args.batch, channels, size, size, generator=g).to(device).requires_grad_(True)
+        x = torch.randn(args.batch, channels, size, size, generator=g).to(device, memory_format=fmt).requires_grad_(True)
         beta = torch.randn(1, len(space.ops), generator=g).to(device).requires_grad_(True)
-        grad_out = torch.randn(args.batch, channels, size, size, generator=g).to(device)
+        grad_out = torch.randn(args.batch, channels, size, size, generator=g).to(device, memory_format=fmt)
         params = [x, beta, *cell.parameters()]
 
         def call(meter=None):
@@ -143,7 +151,8 @@ def bench_step(mode: str, space: Space, args, device, batches) -> dict:
     t_row = time.perf_counter()
     try:
         torch.manual_seed(args.seed)
-        model = MixedCellNet(space, weighting=args.weighting, simplify=MODES[mode]).to(device).train()
+        model = MixedCellNet(space, weighting=args.weighting, simplify=MODES[mode])
+        model = model.to(device, memory_format=memory_format(args)).train()
         step = TrainerStep(model, batches, compile=False)
         step()
         common.synchronize(device)
@@ -197,6 +206,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--parts", default="edge,step", help="comma list of edge, step, search (default edge,step)")
     parser.add_argument("--steps", type=int, default=None, help="timed calls per row (same as --reps)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--memory-format", choices=("channels_last", "contiguous"), default="channels_last",
+                        help="layout of the edge and step parts, both modes (default channels_last: what the "
+                             "searches run)")
     parser.add_argument("--search-epochs", type=int, default=3, help="epochs of each search of the search part")
     parser.add_argument("--seeds", default="0,1", help="seeds of the search part (default 0,1)")
     parser.add_argument("--methods", default="darts,drnas", help="methods of the search part (default darts,drnas)")
@@ -219,7 +231,8 @@ def main(argv=None) -> dict:
     print(f"# TopoNAS simplification on {env['device_name']} | torch {env['torch']} | threads {torch.get_num_threads()}")
     config = {"space": space.to_dict(), "batch": args.batch, "weighting": args.weighting, "modes": modes,
               "mode_options": {m: MODES[m] for m in modes}, "parts": parts, "reps": args.reps,
-              "warmup": args.warmup, "max_seconds": args.max_seconds, "seed": args.seed, "dtype": "fp32"}
+              "warmup": args.warmup, "max_seconds": args.max_seconds, "seed": args.seed, "dtype": "fp32",
+              "memory_format": args.memory_format}
     rows: list[dict] = []
 
     def payload() -> dict:
@@ -252,7 +265,7 @@ def main(argv=None) -> dict:
     if "step" in parts:
         g = torch.Generator(device="cpu").manual_seed(args.seed)
         shape = (args.batch, space.in_channels, space.resolution, space.resolution)
-        batches = [(torch.randn(shape, generator=g).to(device),
+        batches = [(torch.randn(shape, generator=g).to(device, memory_format=memory_format(args)),
                     torch.randint(0, space.num_classes, (args.batch,), generator=g).to(device)) for _ in range(2)]
         for mode in modes:
             row = bench_step(mode, space, args, device, batches)
