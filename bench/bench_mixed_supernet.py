@@ -2,14 +2,16 @@
 plain-PyTorch supernet a user would otherwise write.
 
     python bench/bench_mixed_supernet.py [--device cpu|cuda] [--space nb201] [--batch 64] [--weighting dirichlet]
-                                         [--impls plain,plain+compile,stnas] [--steps N] [--warmup W] [--out PATH]
+                                         [--impls plain,plain+compile,stnas] [--steps N] [--warmup W]
+                                         [--memory-format channels_last|contiguous] [--out PATH]
 
 One search step, as DARTS / DrNAS (first order) take it:
   architecture step  forward + backward on a validation batch, Adam on the architecture parameters
                      (lr 3e-4, betas (0.5, 0.999), weight decay 1e-3)
   weight step        forward + backward on a training batch, gradient clipping at norm 5, SGD on the
                      weights (lr 0.025, momentum 0.9, weight decay 3e-4)
-on fixed random batches (``--batch`` images each, at the space's resolution, 32 px for nb201), fp32, NCHW.
+on fixed random batches (``--batch`` images each, at the space's resolution, 32 px for nb201), fp32, every
+implementation in ``--memory-format`` (default channels_last, what the searches run; batches and weights).
 
 Implementations, on the same space (``--space``, nb201 = C16 N5 by default) and weighting:
   plain          bench/nb201_plain.py: nn.ModuleList of the 5 ops per edge, ``sum(w * op(x))`` at every edge
@@ -143,6 +145,10 @@ class SavedTensorMeter:
         return sum(self.seen.values())
 
 
+def memory_format(args) -> torch.memory_format:
+    return torch.channels_last if args.memory_format == "channels_last" else torch.contiguous_format
+
+
 def build_model(impl: str, space: Space, weighting: str, device: torch.device) -> nn.Module:
     if impl in ("plain", "plain+compile"):
         return PlainDartsSupernet(space, weighting).to(device)
@@ -239,7 +245,7 @@ def run_one(impl: str, args, space: Space, device: torch.device, batches, floor_
         torch.manual_seed(0)
         if impl.endswith("+compile"):
             torch._dynamo.reset()
-        model = build_model(impl, space, args.weighting, device)
+        model = build_model(impl, space, args.weighting, device).to(memory_format=memory_format(args))
         model.train()
         row["weight_params"] = sum(p.numel() for p in model.weight_parameters())
         row["arch_params"] = sum(p.numel() for p in model.arch_parameters())
@@ -303,6 +309,8 @@ def main(argv=None) -> dict:
                         help="timed search steps per implementation (same as --reps; default 5 on cpu, 50 on "
                              "cuda); when given, --max-seconds no longer cuts the timing short unless also given")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--memory-format", choices=("channels_last", "contiguous"), default="channels_last",
+                        help="layout of every implementation (default channels_last: what the searches run)")
     args = parser.parse_args(argv)
     cap_given = args.max_seconds is not None
     device = common.resolve_common_args(args, cpu_reps=5, cuda_reps=50)
@@ -325,7 +333,7 @@ def main(argv=None) -> dict:
           f"threads {torch.get_num_threads()}")
     g = torch.Generator(device="cpu").manual_seed(args.seed)
     shape = (args.batch, space.in_channels, space.resolution, space.resolution)
-    batches = [(torch.randn(shape, generator=g).to(device),
+    batches = [(torch.randn(shape, generator=g).to(device, memory_format=memory_format(args)),
                 torch.randint(0, space.num_classes, (args.batch,), generator=g).to(device)) for _ in range(2)]
     torch.manual_seed(args.seed)
     madds = count_madds(PlainDartsSupernet(space, args.weighting).to(device), space, device)
@@ -342,7 +350,7 @@ def main(argv=None) -> dict:
               "arch_optimizer": {"name": "Adam", "lr": ARCH_LR, "betas": list(ARCH_BETAS), "weight_decay": ARCH_WD},
               "weight_optimizer": {"name": "SGD", "lr": W_LR, "momentum": W_MOMENTUM, "weight_decay": W_WD,
                                    "grad_clip": GRAD_CLIP},
-              "dtype": "fp32", "memory_format": "NCHW"}
+              "dtype": "fp32", "memory_format": args.memory_format}
     memory = {"saved_activation_mib": MEMORY_METHOD}
     if device.type == "cuda":
         memory["peak_memory_mib"] = CUDA_MEMORY_METHOD
