@@ -20,7 +20,7 @@ per search step, and the search's end result.
    and with --simplify), the same seeds (``--seeds``), and the derived cell's NAS-Bench-201 table accuracy.
 
 Both modes run in ``--memory-format`` (default channels_last: what the searches run on the CPU and on
-CUDA, stnas.runtime.cell_search_channels_last), inputs, activations and weights alike.
+CUDA, stnas.runtime.search_channels_last), inputs, activations and weights alike.
 
 Time: median over the timed calls after the warm-up (bench/common.time_fn); on the CPU also the median
 process CPU time of the same calls (``cpu_ms``: steadier than wall time on a shared machine; run with

@@ -35,7 +35,7 @@ import torch
 from stnas.io import start_run, write_csv, write_json
 from stnas.methods.base import Method, RunContext, add_simplify_argument, non_negative, positive, register
 from stnas.plots import plot_arch_weights, plot_search_accuracy
-from stnas.runtime import cell_search_channels_last, use_amp
+from stnas.runtime import search_channels_last, use_amp
 from stnas.spaces import CellSpace, Space
 from stnas.supernet.cell_blocks import edge_key
 from stnas.train.base import Hook
@@ -243,7 +243,7 @@ def run_drnas(space: CellSpace, data, cfg: DrNASConfig, out: Path, *, resume: bo
                                     penalty=kl_penalty(cfg.kl_scale) if cfg.regularizer == "kl" else None,
                                     settings=settings, identity={"space": space.to_dict()}, hooks=hooks,
                                     checkpoint=ckpt, checkpoint_every=checkpoint_every, device=device,
-                                    progress=progress, channels_last=cell_search_channels_last(device), amp=amp)
+                                    progress=progress, channels_last=search_channels_last(device), amp=amp)
     if resume:
         trainer.resume()
     log.info("%s on %s: %d epochs x %d steps (batch %d), %s", cfg.title, space.name, cfg.epochs,
@@ -336,7 +336,7 @@ class _Bilevel(Method):
         if ctx.data is None:
             log.info("no --data: the demo space %s on the built-in demo dataset", space.name)
         data = BilevelData(data_root(ctx.data), space.resolution, cfg.batch_size, seed=ctx.seed,
-                           channels_last=cell_search_channels_last(dev), dtype=torch.bfloat16 if amp else torch.float32,
+                           channels_last=search_channels_last(dev), dtype=torch.bfloat16 if amp else torch.float32,
                            backend=ctx.loader, num_threads=ctx.threads, device=dev if dev.type == "cuda" else None)
         if data.num_classes != space.num_classes:
             raise ValueError(f"the data has {data.num_classes} classes but space {space.name!r} classifies into "

@@ -44,7 +44,7 @@ import torch
 
 from stnas.io import start_run, write_csv, write_json
 from stnas.methods.base import Method, RunContext, add_simplify_argument, count, non_negative, positive, register
-from stnas.runtime import autocast, cell_search_channels_last, use_amp
+from stnas.runtime import autocast, search_channels_last, use_amp
 from stnas.spaces import Budget, CellSpace, Space
 from stnas.spaces.budget import format_count
 from stnas.spaces.darts_cell import DartsGoldSpace
@@ -335,7 +335,7 @@ def run_goldnas(space, data, cfg: GoldConfig, out: Path, *, resume: bool = False
                                     penalty=resource_penalty(schedule, cfg), settings=settings,
                                     identity={"space": space.to_dict()}, hooks=[schedule], checkpoint=ckpt,
                                     checkpoint_every=checkpoint_every, device=device, progress=progress,
-                                    channels_last=cell_search_channels_last(device), amp=amp)
+                                    channels_last=search_channels_last(device), amp=amp)
     if resume:
         trainer.resume()
     log.info("%s: %d gated ops, %d epochs x %d steps (batch %d), %s", title, net.kept_count() + net.pruned_count(),
@@ -475,7 +475,7 @@ class GOLDNAS(Method):
         if ctx.data is None:
             log.info("no --data: the demo space %s on the built-in demo dataset", space.name)
         data = SearchData(data_root(ctx.data), space.resolution, cfg.batch_size, seed=ctx.seed, recal_batches=4,
-                          eval_images=cfg.eval_images, channels_last=cell_search_channels_last(dev),
+                          eval_images=cfg.eval_images, channels_last=search_channels_last(dev),
                           dtype=torch.bfloat16 if amp else torch.float32, backend=ctx.loader,
                           num_threads=ctx.threads, device=dev if dev.type == "cuda" else None)
         if data.num_classes != space.num_classes:

@@ -52,7 +52,7 @@ from stnas.io import CheckpointError, load_checkpoint, start_run, write_csv, wri
 from stnas.methods.base import Method, RunContext, count, non_negative, non_negative_int, positive, register
 from stnas.optim import SGLD
 from stnas.plots import plot_pareto, plot_stability
-from stnas.runtime import use_amp
+from stnas.runtime import search_channels_last, use_amp
 from stnas.spaces import Budget, CellSpace, Space
 from stnas.spaces.budget import format_count
 from stnas.strategies.evolution import Candidate, EvolutionConfig, best_under, evolve, pareto_front
@@ -457,7 +457,7 @@ def search_data(ctx: RunContext, space: Space, batch_size: int, seed: int = 0, e
     if ctx.data is None:
         log.info("no --data: using the built-in demo dataset")
     data = SearchData(data_root(ctx.data), space.resolution, batch_size, seed=seed, eval_images=eval_images,
-                      shard_id=ctx.rank, num_shards=ctx.world, channels_last=dev.type == "cuda", dtype=dtype,
+                      shard_id=ctx.rank, num_shards=ctx.world, channels_last=search_channels_last(dev), dtype=dtype,
                       backend=ctx.loader, num_threads=ctx.threads, device=dev if dev.type == "cuda" else None)
     if data.num_classes != space.num_classes:
         from stnas.spaces import builtin_spaces
