@@ -224,20 +224,30 @@ def test_each_edge_runs_one_dense_conv_one_depthwise_conv_and_one_bn_and_each_so
     assert counter.calls == {"dense conv": EDGES, "depthwise conv": EDGES, "relu": NODES - 1, "batch_norm": EDGES}
 
 
+IMPLS = ["conv", "pool"]  # SkipPool (the CPU's) and PooledSkipPool (CUDA's), both run here
+
+
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("exact", [True, False])
 @pytest.mark.parametrize("shape", [(2, 3, 5, 6), (1, 2, 3, 3), (2, 2, 2, 4), (1, 1, 1, 1)])
-def test_skip_pool_operator_backward_matches_finite_differences(exact, shape):
+def test_skip_pool_operator_backward_matches_finite_differences(impl, exact, shape):
     """Odd and even sizes, the smallest map with an interior (3x3) and maps without one."""
     x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
     ws, wp = (torch.randn((), dtype=torch.float64, requires_grad=True) for _ in range(2))
-    assert torch.autograd.gradcheck(lambda a, b, c: skip_pool(a, b, c, exact), (x, ws, wp))
+    assert torch.autograd.gradcheck(lambda a, b, c: skip_pool(a, b, c, exact, impl), (x, ws, wp))
     want = ws * x + wp * F.avg_pool2d(x, 3, 1, 1, count_include_pad=not exact)
-    torch.testing.assert_close(skip_pool(x, ws, wp, exact), want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(skip_pool(x, ws, wp, exact, impl), want, rtol=1e-12, atol=1e-12)
 
 
+def test_skip_pool_refuses_an_unknown_impl():
+    with pytest.raises(ValueError, match="impl must be"):
+        skip_pool(torch.randn(1, 1, 4, 4), torch.tensor(1.0), torch.tensor(1.0), True, "fft")
+
+
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("exact", [True, False])
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
-def test_skip_pool_in_fp32_matches_the_float64_definition_in_both_memory_formats(exact, memory_format):
+def test_skip_pool_in_fp32_matches_the_float64_definition_in_both_memory_formats(impl, exact, memory_format):
     """The fast path (oneDNN's depthwise conv, its own backward) in fp32, NCHW and NHWC, against
     ``w_skip * x + w_pool * avg_pool2d(x)`` in float64: output, and gradients of x and both weights."""
     g = torch.Generator().manual_seed(5)
@@ -249,7 +259,7 @@ def test_skip_pool_in_fp32_matches_the_float64_definition_in_both_memory_formats
     want_grads = torch.autograd.grad((want * go).sum(), [xr, w64])
     x = x64.float().to(memory_format=memory_format).requires_grad_(True)
     w = w64.detach().float().requires_grad_(True)
-    out = skip_pool(x, w[0], w[1], exact)
+    out = skip_pool(x, w[0], w[1], exact, impl)
     got_grads = torch.autograd.grad((out * go.float()).sum(), [x, w])
     assert out.is_contiguous(memory_format=memory_format)
     torch.testing.assert_close(out.double(), want, rtol=1e-5, atol=1e-5)

@@ -193,12 +193,48 @@ class SkipPool(torch.autograd.Function):
         return dx, dws.reshape(w_skip.shape), dwp.reshape(w_pool.shape), None
 
 
-def skip_pool(x: torch.Tensor, w_skip: torch.Tensor, w_pool: torch.Tensor, exact: bool = True) -> torch.Tensor:
-    """``w_skip * x + w_pool * avg_pool2d(x, 3, 1, 1, count_include_pad=not exact)`` (:class:`SkipPool`);
+class PooledSkipPool(torch.autograd.Function):
+    """The same function with the device's own ``avg_pool2d`` (one kernel each way) and only ``x`` saved:
+    ``P`` is self-adjoint up to its divisor, so ``dx = w_skip * g + w_pool * P^T g``, ``dw_skip = <g, x>``,
+    ``dw_pool = <g, P x> = <P^T g, x>``, with ``P^T g`` avg_pool2d's own backward. For CUDA, where the ring's
+    ~40 small ops per edge of :class:`SkipPool` would be launch-bound (chosen, not measured: no GPU was
+    lent to this work)."""
+
+    @staticmethod
+    def forward(ctx, x, w_skip, w_pool, exact: bool):
+        ctx.save_for_backward(x, w_skip, w_pool)
+        ctx.exact = exact
+        pooled = F.avg_pool2d(x, 3, 1, 1, count_include_pad=not exact)
+        return torch.addcmul(pooled.mul_(w_pool), x, w_skip)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w_skip, w_pool = ctx.saved_tensors
+        g = g.contiguous(memory_format=_layout(x))
+        q = torch.ops.aten.avg_pool2d_backward(g, x, [3, 3], [1, 1], [1, 1], False, not ctx.exact, None)
+        dx = torch.addcmul(q * w_pool, g, w_skip) if ctx.needs_input_grad[0] else None
+        dws = (g * x).sum().reshape(w_skip.shape)
+        dwp = (q * x).sum().reshape(w_pool.shape)
+        return dx, dws, dwp, None
+
+
+def _layout(t: torch.Tensor) -> torch.memory_format:
+    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def skip_pool(x: torch.Tensor, w_skip: torch.Tensor, w_pool: torch.Tensor, exact: bool = True,
+              impl: str | None = None) -> torch.Tensor:
+    """``w_skip * x + w_pool * avg_pool2d(x, 3, 1, 1, count_include_pad=not exact)``: ``impl`` "conv"
+    (:class:`SkipPool`, the CPU's default) or "pool" (:class:`PooledSkipPool`, every other device's);
     maps under 3x3 (no interior) are pooled directly."""
     if x.shape[-2] < 3 or x.shape[-1] < 3:
         return torch.addcmul(w_pool * F.avg_pool2d(x, 3, 1, 1, count_include_pad=not exact), x, w_skip)
-    return SkipPool.apply(x, w_skip, w_pool, exact)
+    impl = impl or ("conv" if x.device.type == "cpu" else "pool")
+    if impl not in ("conv", "pool"):
+        raise ValueError(f"skip_pool: impl must be 'conv' or 'pool', got {impl!r}")
+    return (SkipPool if impl == "conv" else PooledSkipPool).apply(x, w_skip, w_pool, exact)
 
 
 def _is_mergeable_pool(module) -> bool:
