@@ -74,12 +74,6 @@ def _like(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(x).copy_(t)
 
 
-def _memory_format(t: torch.Tensor) -> torch.memory_format:
-    if not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    return torch.contiguous_format
-
-
 def batch_norm_act_forward_reference(x, weight, bias, running_mean, running_var, addend, training, momentum,
                                      eps, act):
     """(y, mean, invstd): the definition in PyTorch ops, computed in float32 (float64 for float64 input);

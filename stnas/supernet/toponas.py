@@ -210,18 +210,11 @@ class PooledSkipPool(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         x, w_skip, w_pool = ctx.saved_tensors
-        g = g.contiguous(memory_format=_layout(x))
         q = torch.ops.aten.avg_pool2d_backward(g, x, [3, 3], [1, 1], [1, 1], False, not ctx.exact, None)
         dx = torch.addcmul(q * w_pool, g, w_skip) if ctx.needs_input_grad[0] else None
         dws = (g * x).sum().reshape(w_skip.shape)
         dwp = (q * x).sum().reshape(w_pool.shape)
         return dx, dws, dwp, None
-
-
-def _layout(t: torch.Tensor) -> torch.memory_format:
-    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    return torch.contiguous_format
 
 
 def skip_pool(x: torch.Tensor, w_skip: torch.Tensor, w_pool: torch.Tensor, exact: bool = True,
