@@ -38,6 +38,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "training/eval BatchNorm + addend + activation, running statistics updated (C++ CPU)");
   m.def("batch_norm_act_backward_cpu", &stnas::batch_norm_act_backward_cpu,
         "gradients of batch_norm_act (C++ CPU)");
+  m.def("skip_pool_forward_cpu", &stnas::skip_pool_forward_cpu,
+        "ws * x + wp * avg_pool2d(x, 3, 1, 1) in one pass (C++ CPU, TopoNAS merged edges)");
+  m.def("skip_pool_backward_cpu", &stnas::skip_pool_backward_cpu,
+        "gradients of skip_pool: (dx, d ws, d wp) in one pass (C++ CPU)");
 #ifdef STNAS_WITH_CUDA
   m.def("sgld_step_cuda", &stnas::sgld_step_cuda, "fused multi-tensor SGLD step (CUDA)");
   m.def("masked_path_sum_forward_cuda", &stnas::masked_path_sum_forward_cuda,

@@ -33,6 +33,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> batch_norm_act_backwa
     const c10::optional<at::Tensor>& weight, const at::Tensor& mean, const at::Tensor& invstd, bool training,
     int64_t act, bool has_addend);
 
+// TopoNAS skip + 3x3 average pooling, out = ws * x + wp * avg_pool(x) (count_include_pad = !exact).
+// Backward: (grad_x, <grad_out, x>, <P^T grad_out, x>), the last two the gradients of ws and wp.
+at::Tensor skip_pool_forward_cpu(const at::Tensor& x, double w_skip, double w_pool, bool exact);
+std::tuple<at::Tensor, double, double> skip_pool_backward_cpu(const at::Tensor& grad_out, const at::Tensor& x,
+                                                              double w_skip, double w_pool, bool exact);
+
 #ifdef STNAS_WITH_CUDA
 void sgld_step_cuda(const TensorList& params, const TensorList& grads, const TensorList& momenta,
                     double lr, double weight_decay, double momentum, double sigma, int64_t seed,

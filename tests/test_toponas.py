@@ -15,7 +15,7 @@ from stnas.spaces import CellArch, Space
 from stnas.supernet.cell_blocks import ReLUConvBN, edge_key
 from stnas.supernet.gated import GatedCellNet
 from stnas.supernet.mixed import MixedCell, MixedCellNet
-from stnas.supernet.toponas import Simplify, SimplifiedMixedCell, _relu_first, skip_pool
+from stnas.supernet.toponas import Simplify, SimplifiedMixedCell, _has_cpp_skip_pool, _relu_first, skip_pool
 from tests.conftest import colour_folder
 
 TINY_CELL = {"type": "cell", "name": "nb201-tiny", "input": {"resolution": 16, "channels": 3}, "num_classes": 4,
@@ -200,36 +200,38 @@ class CallCounter(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-class ConvCounter(TorchFunctionMode):
-    """Counts conv2d calls by kind (dense or depthwise), relu and batch_norm calls."""
+class OpCounter(TorchFunctionMode):
+    """Counts dense conv2d, avg_pool2d, relu and batch_norm calls."""
 
     def __init__(self):
         super().__init__()
-        self.calls = {"dense conv": 0, "depthwise conv": 0, "relu": 0, "batch_norm": 0}
+        self.calls = {"dense conv": 0, "avg_pool2d": 0, "relu": 0, "batch_norm": 0}
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         name = getattr(func, "__name__", "")
         if name == "conv2d":
             groups = args[6] if len(args) > 6 else (kwargs or {}).get("groups", 1)
-            self.calls["depthwise conv" if groups > 1 else "dense conv"] += 1
+            self.calls["dense conv"] += groups == 1
         elif name in self.calls:
             self.calls[name] += 1
         return func(*args, **(kwargs or {}))
 
 
-def test_each_edge_runs_one_dense_conv_one_depthwise_conv_and_one_bn_and_each_source_node_one_relu():
+def test_each_edge_runs_one_conv_one_bn_and_one_skip_pool_pass_and_each_source_node_one_relu():
     cell, _ = make_cell(True, channels=4)
-    with ConvCounter() as counter:
+    with OpCounter() as counter:
         cell(torch.randn(2, 4, 6, 6), torch.rand(EDGES, len(OPS)))
-    assert counter.calls == {"dense conv": EDGES, "depthwise conv": EDGES, "relu": NODES - 1, "batch_norm": EDGES}
+    pools = 0 if _has_cpp_skip_pool() else EDGES  # the C++ pass, or avg_pool2d in the fallback
+    assert counter.calls == {"dense conv": EDGES, "avg_pool2d": pools, "relu": NODES - 1, "batch_norm": EDGES}
 
 
-IMPLS = ["conv", "pool"]  # SkipPool (the CPU's) and PooledSkipPool (CUDA's), both run here
+IMPLS = [pytest.param("cpp", marks=pytest.mark.skipif(not _has_cpp_skip_pool(), reason="stnas._C not built")),
+         "pool"]  # CppSkipPool (the CPU's) and PooledSkipPool (CUDA's and the fallback)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("exact", [True, False])
-@pytest.mark.parametrize("shape", [(2, 3, 5, 6), (1, 2, 3, 3), (2, 2, 2, 4), (1, 1, 1, 1)])
+@pytest.mark.parametrize("shape", [(2, 3, 5, 6), (1, 2, 3, 3), (2, 1, 4, 3), (2, 2, 2, 4), (1, 1, 1, 1)])
 def test_skip_pool_operator_backward_matches_finite_differences(impl, exact, shape):
     """Odd and even sizes, the smallest map with an interior (3x3) and maps without one."""
     x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
@@ -244,11 +246,20 @@ def test_skip_pool_refuses_an_unknown_impl():
         skip_pool(torch.randn(1, 1, 4, 4), torch.tensor(1.0), torch.tensor(1.0), True, "fft")
 
 
+def test_skip_pool_on_a_strided_view_equals_the_definition():
+    """A channel slice of a node (partial channels) is neither contiguous nor channels_last."""
+    base = torch.randn(2, 6, 5, 7, dtype=torch.float64).to(memory_format=torch.channels_last)
+    x = base[:, :3].requires_grad_(False)
+    ws, wp = torch.tensor(0.4, dtype=torch.float64), torch.tensor(0.9, dtype=torch.float64)
+    torch.testing.assert_close(skip_pool(x, ws, wp), ws * x + wp * F.avg_pool2d(x, 3, 1, 1, count_include_pad=False),
+                               rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("exact", [True, False])
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
 def test_skip_pool_in_fp32_matches_the_float64_definition_in_both_memory_formats(impl, exact, memory_format):
-    """The fast path (oneDNN's depthwise conv, its own backward) in fp32, NCHW and NHWC, against
+    """Both forms in fp32, NCHW and NHWC (the gradient arrives NCHW either way), against
     ``w_skip * x + w_pool * avg_pool2d(x)`` in float64: output, and gradients of x and both weights."""
     g = torch.Generator().manual_seed(5)
     x64 = torch.randn(4, 16, 9, 10, generator=g, dtype=torch.float64)

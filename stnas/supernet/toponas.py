@@ -18,11 +18,11 @@ measured figures.
    nor_conv_3x3; darts-gold: the separable convs and the factorized reduction).
 3. **Merging linear paths.** Per edge: ``conv(relu(x), sum_o w_o * pad(K_o))`` (a 1x1 kernel padded to the
    centre of the 3x3) and one linear operator on ``x`` with the kernel ``w_skip * delta + w_pool * J/count``
-   (identity as a centred delta, average pooling as the fixed box kernel J), :class:`SkipPool`: one
-   depthwise 3x3 convolution. NAS-Bench-201 pools with ``count_include_pad=False``: on the border ring a
-   position averages fewer than 9 inputs; ``pool_border="exact"`` adds the ring's correction (from
-   strips of ``x``), which equals the unmerged sum exactly; ``"include"`` divides by 9 everywhere
-   (``count_include_pad=True`` semantics on the border ring, the same interior).
+   (identity as a centred delta, average pooling as the fixed box kernel J): :func:`skip_pool`, one pass
+   each way in C++ on the CPU. NAS-Bench-201 pools with ``count_include_pad=False``: on the border ring a
+   position averages fewer than 9 inputs; ``pool_border="exact"`` divides by that count, which equals the
+   unmerged sum exactly; ``"include"`` divides by 9 everywhere (``count_include_pad=True`` semantics on
+   the border ring, the same interior).
 4. **Normalisation** (``norm``, ``kernel_norm``). ``"merged"``: one BatchNorm (no affine, running
    statistics) per edge after the merged conv, and the conv group keeps its total weight
    ``s = sum_o w_o``: ``s * BN(conv(relu(x), sum_o (w_o / s) * pad(K_o_hat)))``, where ``K_o_hat`` is each
@@ -109,96 +109,42 @@ class _EdgePlan:
     alone: tuple
 
 
-_EDGE, _CORNER = 1.0 / 6 - 1.0 / 9, 1.0 / 4 - 1.0 / 9  # 1/count - 1/9 on the border ring
+class CppSkipPool(torch.autograd.Function):
+    """``w_skip * x + w_pool * avg_pool2d(x, 3, 1, 1, count_include_pad=not exact)`` on the CPU in one
+    C++ pass each way (``csrc/cpu/skip_pool.h``: a vertical 3-row sum into a row buffer, then a
+    horizontal 3-pixel one; the backward gives ``dx``, ``dw_skip = <g, x>`` and ``dw_pool = <P^T g, x>``
+    in the same pass). Only ``x`` (a node state, kept anyway) is saved.
 
-
-def skip_pool_kernel(w_skip: torch.Tensor, w_pool: torch.Tensor, channels: int) -> torch.Tensor:
-    """The depthwise 3x3 kernel ``w_skip * delta + w_pool * J / 9`` of every channel, (channels, 1, 3, 3)."""
-    k = F.pad(w_skip.reshape(1, 1, 1, 1), (1, 1, 1, 1)) + (w_pool / 9.0).reshape(1, 1, 1, 1)
-    return k.expand(channels, 1, 3, 3).contiguous()
-
-
-def _hsum3(t: torch.Tensor) -> torch.Tensor:
-    """3-tap sum along the last dim with zero padding (self-adjoint)."""
-    return t + F.pad(t[..., 1:], (0, 1)) + F.pad(t[..., :-1], (1, 0))
-
-
-def _ring(x: torch.Tensor) -> list:
-    """The border ring of a 'same' 3x3 box sum: ``[(index, box, d)]``, where ``x``'s box sums at ``index``
-    are ``box`` and ``d`` = 1/count - 1/9 there. Rows 0 and H-1 over the full width (corners included),
-    columns 0 and W-1 on rows 1..H-2; each from a two-row or two-column strip of ``x``."""
-    h, w = x.shape[-2], x.shape[-1]
-    d_row = x.new_full((w,), _EDGE)
-    d_row[0] = d_row[-1] = _CORNER
-    ring = []
-    for r, near in ((0, 1), (h - 1, h - 2)):
-        ring.append(((slice(None), slice(None), r), _hsum3(x[:, :, r] + x[:, :, near]), d_row))
-    for q, near in ((0, 1), (w - 1, w - 2)):
-        t = x[..., q] + x[..., near]
-        ring.append(((slice(None), slice(None), slice(1, h - 1), q), t[..., :-2] + t[..., 1:-1] + t[..., 2:], _EDGE))
-    return ring
-
-
-class SkipPool(torch.autograd.Function):
-    """``w_skip * x + w_pool * avg_pool2d(x, 3, 1, 1, count_include_pad=not exact)`` as one depthwise 3x3
-    convolution with the kernel :func:`skip_pool_kernel` (the divisor 9 everywhere); ``exact`` adds the
-    border ring's correction ``w_pool * (1/count - 1/9) * boxsum(x)`` (count 4 at a corner, 6 on an edge),
-    from strips of ``x`` (:func:`_ring`, about 4/H of the map's work).
-
-    Only ``x`` (a node state, kept anyway) is saved; the backward is the conv's own (the kernel is
-    symmetric, so its adjoint is itself; the kernel's gradient gives ``dw_skip`` at its centre and the
-    interior part of ``dw_pool`` as its sum / 9) plus the ring's adjoint and ``<g, ring>`` for ``dw_pool``.
-    Autograd through the same expression would allocate a zero map per strip in its backward (8 per edge;
-    measured 12 ms against 1.6 ms for the whole op, 64x16x32x32 fp32 channels_last, one CPU thread;
-    ``w_skip * x + w_pool * avg_pool2d(x)`` costs 8.8 ms, the box-sum operator before this 10.6 ms)."""
+    Measured on one CPU thread, 64x16x32x32 fp32 channels_last, forward + backward to x and both weights,
+    inputs not in cache: 2.3 ms, against 4.1 ms for a depthwise conv with the border ring's correction
+    from strips, 7.6 ms for :class:`PooledSkipPool` and 10.6 ms for the box-sum operator before them."""
 
     @staticmethod
     def forward(ctx, x, w_skip, w_pool, exact: bool):
-        kernel = skip_pool_kernel(w_skip, w_pool, x.shape[1])
-        out = F.conv2d(x, kernel, None, 1, 1, 1, x.shape[1])
-        if exact:
-            for index, box, d in _ring(x):
-                out[index].add_(box * (w_pool * d))
-        ctx.save_for_backward(x, w_skip, w_pool, kernel)
+        from stnas.ops._backend import compiled_module
+
+        ctx.save_for_backward(x, w_skip, w_pool)
         ctx.exact = exact
-        return out
+        return compiled_module()[0].skip_pool_forward_cpu(x, float(w_skip), float(w_pool), exact)
 
     @staticmethod
     def backward(ctx, g):
-        x, w_skip, w_pool, kernel = ctx.saved_tensors
-        c = x.shape[1]
-        need_x = ctx.needs_input_grad[0]
-        dx, dk, _ = torch.ops.aten.convolution_backward(
-            g, x, kernel, None, [1, 1], [1, 1], [1, 1], False, [0, 0], c, [need_x, True, False])
-        dws = dk[:, 0, 1, 1].sum()
-        dwp = dk.sum() / 9.0
-        if ctx.exact:
-            h, w = x.shape[-2], x.shape[-1]
-            for k, (index, box, d) in enumerate(_ring(x)):
-                gi = g[index]
-                dwp = dwp + (gi * box * d).sum()
-                if not need_x:
-                    continue
-                s = gi * (w_pool * d)
-                if k < 2:   # a row strip: rows r and its neighbour got hsum3 of the two
-                    u = _hsum3(s)
-                    r, near = (0, 1) if k == 0 else (h - 1, h - 2)
-                    dx[:, :, r] += u
-                    dx[:, :, near] += u
-                else:       # a column strip on rows 1..H-2: the vertical 3-tap's adjoint, back to H rows
-                    u = F.pad(s, (0, 2)) + F.pad(s, (1, 1)) + F.pad(s, (2, 0))
-                    q, near = (0, 1) if k == 2 else (w - 1, w - 2)
-                    dx[..., q] += u
-                    dx[..., near] += u
-        return dx, dws.reshape(w_skip.shape), dwp.reshape(w_pool.shape), None
+        from stnas.ops._backend import compiled_module
+
+        x, w_skip, w_pool = ctx.saved_tensors
+        if g.stride() != x.stride():  # the kernel walks both with x's layout
+            g = torch.empty_like(x).copy_(g)
+        dx, dws, dwp = compiled_module()[0].skip_pool_backward_cpu(g, x, float(w_skip), float(w_pool), ctx.exact)
+        return (dx if ctx.needs_input_grad[0] else None, w_skip.new_tensor(dws).reshape(w_skip.shape),
+                w_pool.new_tensor(dwp).reshape(w_pool.shape), None)
 
 
 class PooledSkipPool(torch.autograd.Function):
     """The same function with the device's own ``avg_pool2d`` (one kernel each way) and only ``x`` saved:
     ``P`` is self-adjoint up to its divisor, so ``dx = w_skip * g + w_pool * P^T g``, ``dw_skip = <g, x>``,
-    ``dw_pool = <g, P x> = <P^T g, x>``, with ``P^T g`` avg_pool2d's own backward. For CUDA, where the ring's
-    ~40 small ops per edge of :class:`SkipPool` would be launch-bound (chosen, not measured: no GPU was
-    lent to this work)."""
+    ``dw_pool = <g, P x> = <P^T g, x>``, with ``P^T g`` avg_pool2d's own backward. For CUDA (a fused kernel
+    there is not written; this one is two kernels and four elementwise ops each way, not measured: no GPU
+    was lent to this work) and the CPU's fallback when the C++ extension is not built."""
 
     @staticmethod
     def forward(ctx, x, w_skip, w_pool, exact: bool):
@@ -217,17 +163,26 @@ class PooledSkipPool(torch.autograd.Function):
         return dx, dws, dwp, None
 
 
+def _has_cpp_skip_pool() -> bool:
+    from stnas.ops._backend import compiled_module
+
+    return hasattr(compiled_module()[0], "skip_pool_forward_cpu")
+
+
 def skip_pool(x: torch.Tensor, w_skip: torch.Tensor, w_pool: torch.Tensor, exact: bool = True,
               impl: str | None = None) -> torch.Tensor:
-    """``w_skip * x + w_pool * avg_pool2d(x, 3, 1, 1, count_include_pad=not exact)``: ``impl`` "conv"
-    (:class:`SkipPool`, the CPU's default) or "pool" (:class:`PooledSkipPool`, every other device's);
-    maps under 3x3 (no interior) are pooled directly."""
-    if x.shape[-2] < 3 or x.shape[-1] < 3:
-        return torch.addcmul(w_pool * F.avg_pool2d(x, 3, 1, 1, count_include_pad=not exact), x, w_skip)
-    impl = impl or ("conv" if x.device.type == "cpu" else "pool")
-    if impl not in ("conv", "pool"):
-        raise ValueError(f"skip_pool: impl must be 'conv' or 'pool', got {impl!r}")
-    return (SkipPool if impl == "conv" else PooledSkipPool).apply(x, w_skip, w_pool, exact)
+    """``w_skip * x + w_pool * avg_pool2d(x, 3, 1, 1, count_include_pad=not exact)``: ``impl`` "cpp"
+    (:class:`CppSkipPool`, the default for fp32/fp64 CPU tensors when the extension is built) or "pool"
+    (:class:`PooledSkipPool`, every other case)."""
+    dense = x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
+    if impl is None:
+        impl = ("cpp" if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and dense
+                and _has_cpp_skip_pool() else "pool")
+    if impl not in ("cpp", "pool"):
+        raise ValueError(f"skip_pool: impl must be 'cpp' or 'pool', got {impl!r}")
+    if impl == "cpp" and not dense:
+        x = x.contiguous()
+    return (CppSkipPool if impl == "cpp" else PooledSkipPool).apply(x, w_skip, w_pool, exact)
 
 
 def _is_mergeable_pool(module) -> bool:
@@ -243,7 +198,7 @@ def _is_mergeable_conv(module) -> bool:
 
 class SimplifiedMixedCell(nn.Module):
     """The simplified form of :class:`~stnas.supernet.mixed.MixedCell`: the same op modules (so the same
-    parameter names), each edge computed as at most one dense conv (plus one BN) and one depthwise conv.
+    parameter names), each edge computed as at most one dense conv (plus one BN) and one skip + pool pass.
     Built by :class:`~stnas.supernet.mixed.MixedCellNet` with ``simplify=...``; has the ``plan`` /
     ``_plan`` protocol of MixedCell."""
 
