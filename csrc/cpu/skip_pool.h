@@ -12,7 +12,6 @@
 // (conv or avg_pool2d, then the weighted sum, then the gradients' dots) makes four to eight passes.
 #pragma once
 #include <cstdint>
-#include <vector>
 
 namespace stnas::cpu {
 

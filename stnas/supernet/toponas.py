@@ -42,12 +42,14 @@ parameters keep their names, ``edges["2<-1"]["nor_conv_3x3"].conv.weight``) are 
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stnas.ops._backend import compiled_module
 from stnas.spaces.ops import get_op
 from stnas.supernet.cell_blocks import ReLUConvBN, edge_key
 
@@ -121,16 +123,12 @@ class CppSkipPool(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, w_skip, w_pool, exact: bool):
-        from stnas.ops._backend import compiled_module
-
         ctx.save_for_backward(x, w_skip, w_pool)
         ctx.exact = exact
         return compiled_module()[0].skip_pool_forward_cpu(x, float(w_skip), float(w_pool), exact)
 
     @staticmethod
     def backward(ctx, g):
-        from stnas.ops._backend import compiled_module
-
         x, w_skip, w_pool = ctx.saved_tensors
         if g.stride() != x.stride():  # the kernel walks both with x's layout
             g = torch.empty_like(x).copy_(g)
@@ -163,9 +161,8 @@ class PooledSkipPool(torch.autograd.Function):
         return dx, dws, dwp, None
 
 
+@functools.lru_cache(maxsize=None)
 def _has_cpp_skip_pool() -> bool:
-    from stnas.ops._backend import compiled_module
-
     return hasattr(compiled_module()[0], "skip_pool_forward_cpu")
 
 
