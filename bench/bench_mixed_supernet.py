@@ -145,10 +145,6 @@ class SavedTensorMeter:
         return sum(self.seen.values())
 
 
-def memory_format(args) -> torch.memory_format:
-    return torch.channels_last if args.memory_format == "channels_last" else torch.contiguous_format
-
-
 def build_model(impl: str, space: Space, weighting: str, device: torch.device) -> nn.Module:
     if impl in ("plain", "plain+compile"):
         return PlainDartsSupernet(space, weighting).to(device)
@@ -245,7 +241,7 @@ def run_one(impl: str, args, space: Space, device: torch.device, batches, floor_
         torch.manual_seed(0)
         if impl.endswith("+compile"):
             torch._dynamo.reset()
-        model = build_model(impl, space, args.weighting, device).to(memory_format=memory_format(args))
+        model = build_model(impl, space, args.weighting, device).to(memory_format=common.memory_format(args))
         model.train()
         row["weight_params"] = sum(p.numel() for p in model.weight_parameters())
         row["arch_params"] = sum(p.numel() for p in model.arch_parameters())
@@ -309,8 +305,7 @@ def main(argv=None) -> dict:
                         help="timed search steps per implementation (same as --reps; default 5 on cpu, 50 on "
                              "cuda); when given, --max-seconds no longer cuts the timing short unless also given")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--memory-format", choices=("channels_last", "contiguous"), default="channels_last",
-                        help="layout of every implementation (default channels_last: what the searches run)")
+    common.add_memory_format_arg(parser, "every implementation")
     args = parser.parse_args(argv)
     cap_given = args.max_seconds is not None
     device = common.resolve_common_args(args, cpu_reps=5, cuda_reps=50)
@@ -333,7 +328,7 @@ def main(argv=None) -> dict:
           f"threads {torch.get_num_threads()}")
     g = torch.Generator(device="cpu").manual_seed(args.seed)
     shape = (args.batch, space.in_channels, space.resolution, space.resolution)
-    batches = [(torch.randn(shape, generator=g).to(device, memory_format=memory_format(args)),
+    batches = [(torch.randn(shape, generator=g).to(device, memory_format=common.memory_format(args)),
                 torch.randint(0, space.num_classes, (args.batch,), generator=g).to(device)) for _ in range(2)]
     torch.manual_seed(args.seed)
     madds = count_madds(PlainDartsSupernet(space, args.weighting).to(device), space, device)

@@ -65,10 +65,6 @@ DEFAULT_TABLE = common.REPO_ROOT.parent / "shared" / "data" / "nb201" / "nats_be
 
 # ---------------------------------------------------------------------- 1. one mixed edge
 
-def memory_format(args) -> torch.memory_format:
-    return torch.channels_last if args.memory_format == "channels_last" else torch.contiguous_format
-
-
 def edge_module(mode: str, space: Space, channels: int, device, fmt):
     from stnas.supernet.mixed import MixedCell
     from stnas.supernet.toponas import Simplify, SimplifiedMixedCell
@@ -84,7 +80,7 @@ def edge_module(mode: str, space: Space, channels: int, device, fmt):
 def bench_edge(mode: str, space: Space, channels: int, size: int, args, device) -> dict:
     row = {"part": "edge", "mode": mode, "channels": channels, "size": size}
     try:
-        fmt = memory_format(args)
+        fmt = common.memory_format(args)
         cell = edge_module(mode, space, channels, device, fmt)
         g = torch.Generator(device="cpu").manual_seed(1)
         x = torch.randn(args.batch, channels, size, size, generator=g).to(device, memory_format=fmt).requires_grad_(True)
@@ -152,7 +148,7 @@ def bench_step(mode: str, space: Space, args, device, batches) -> dict:
     try:
         torch.manual_seed(args.seed)
         model = MixedCellNet(space, weighting=args.weighting, simplify=MODES[mode])
-        model = model.to(device, memory_format=memory_format(args)).train()
+        model = model.to(device, memory_format=common.memory_format(args)).train()
         step = TrainerStep(model, batches, compile=False)
         step()
         common.synchronize(device)
@@ -206,9 +202,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--parts", default="edge,step", help="comma list of edge, step, search (default edge,step)")
     parser.add_argument("--steps", type=int, default=None, help="timed calls per row (same as --reps)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--memory-format", choices=("channels_last", "contiguous"), default="channels_last",
-                        help="layout of the edge and step parts, both modes (default channels_last: what the "
-                             "searches run)")
+    common.add_memory_format_arg(parser, "the edge and step parts, both modes")
     parser.add_argument("--search-epochs", type=int, default=3, help="epochs of each search of the search part")
     parser.add_argument("--seeds", default="0,1", help="seeds of the search part (default 0,1)")
     parser.add_argument("--methods", default="darts,drnas", help="methods of the search part (default darts,drnas)")
@@ -265,7 +259,7 @@ def main(argv=None) -> dict:
     if "step" in parts:
         g = torch.Generator(device="cpu").manual_seed(args.seed)
         shape = (args.batch, space.in_channels, space.resolution, space.resolution)
-        batches = [(torch.randn(shape, generator=g).to(device, memory_format=memory_format(args)),
+        batches = [(torch.randn(shape, generator=g).to(device, memory_format=common.memory_format(args)),
                     torch.randint(0, space.num_classes, (args.batch,), generator=g).to(device)) for _ in range(2)]
         for mode in modes:
             row = bench_step(mode, space, args, device, batches)

@@ -46,6 +46,18 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def add_memory_format_arg(parser, what: str) -> None:
+    """--memory-format channels_last|contiguous (default channels_last: what the searches run), applied to
+    ``what``; :func:`memory_format` reads it."""
+    parser.add_argument("--memory-format", choices=("channels_last", "contiguous"), default="channels_last",
+                        help=f"layout of {what} (default channels_last: what the searches run)")
+
+
+def memory_format(args):
+    """The torch.memory_format of ``--memory-format``."""
+    return torch.channels_last if args.memory_format == "channels_last" else torch.contiguous_format
+
+
 def add_common_args(parser) -> None:
     """--device, --threads, --warmup, --reps, --max-seconds, --out."""
     parser.add_argument("--device", choices=("cpu", "cuda"), default=default_device(),
