@@ -110,6 +110,15 @@ def flat_storage_view(t: torch.Tensor) -> torch.Tensor:
     return t.as_strided((t.numel(),), (1,))
 
 
+def in_layout(t: torch.Tensor, shape, stride, dtype: torch.dtype) -> torch.Tensor:
+    """``t`` with exactly ``shape``, ``stride`` and ``dtype``: itself when it has them, else a copy. Kernels
+    walk all their tensors in one layout, and a gradient can arrive in another (for C == 1 or H == W == 1
+    two tensors can both be 'contiguous' with different strides)."""
+    if t.shape == shape and t.stride() == tuple(stride) and t.dtype == dtype:
+        return t
+    return torch.empty_strided(shape, stride, dtype=dtype, device=t.device).copy_(t)
+
+
 def is_dense(t: torch.Tensor) -> bool:
     """True when the tensor's elements fill a contiguous block of memory, in any dimension order."""
     if t.is_contiguous() or (t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)):

@@ -209,8 +209,7 @@ class BatchNormActFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y, _grad_mean, _grad_invstd):
         x, y, weight, mean, invstd = ctx.saved_tensors
-        if grad_y.dtype != x.dtype or grad_y.stride() != x.stride():
-            grad_y = _like(grad_y, x)
+        grad_y = _backend.in_layout(grad_y, x.shape, x.stride(), x.dtype)
         if torch.compiler.is_compiling():
             dx, dw, db, da = _backward_op(grad_y, x, y, weight, mean, invstd, ctx.training, ctx.act, ctx.has_addend,
                                           ctx.backend)

@@ -123,9 +123,7 @@ def _saved_and_grad_out(ctx, grad_out):
     """(ys, weights, grad_out), grad_out in the inputs' layout and dtype, as the kernels expect."""
     *ys, weights = ctx.saved_tensors
     shape, stride, dtype = ctx.layout
-    if grad_out.stride() != stride or grad_out.dtype != dtype or not _backend.is_dense(grad_out):
-        grad_out = torch.empty_strided(shape, stride, dtype=dtype, device=grad_out.device).copy_(grad_out)
-    return ys, weights, grad_out
+    return ys, weights, _backend.in_layout(grad_out, shape, stride, dtype)
 
 
 def _setup_context(ctx, inputs, output):

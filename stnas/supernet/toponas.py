@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stnas.ops._backend import compiled_module
+from stnas.ops._backend import compiled_module, in_layout
 from stnas.spaces.ops import get_op
 from stnas.supernet.cell_blocks import ReLUConvBN, edge_key
 
@@ -130,8 +130,7 @@ class CppSkipPool(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         x, w_skip, w_pool = ctx.saved_tensors
-        if g.stride() != x.stride():  # the kernel walks both with x's layout
-            g = torch.empty_like(x).copy_(g)
+        g = in_layout(g, x.shape, x.stride(), x.dtype)  # the kernel walks both with x's layout
         dx, dws, dwp = compiled_module()[0].skip_pool_backward_cpu(g, x, float(w_skip), float(w_pool), ctx.exact)
         return (dx if ctx.needs_input_grad[0] else None, w_skip.new_tensor(dws).reshape(w_skip.shape),
                 w_pool.new_tensor(dwp).reshape(w_pool.shape), None)
@@ -156,8 +155,8 @@ class PooledSkipPool(torch.autograd.Function):
         x, w_skip, w_pool = ctx.saved_tensors
         q = torch.ops.aten.avg_pool2d_backward(g, x, [3, 3], [1, 1], [1, 1], False, not ctx.exact, None)
         dx = torch.addcmul(q * w_pool, g, w_skip) if ctx.needs_input_grad[0] else None
-        dws = (g * x).sum().reshape(w_skip.shape)
-        dwp = (q * x).sum().reshape(w_pool.shape)
+        dws = (g * x).sum().reshape(w_skip.shape) if ctx.needs_input_grad[1] else None
+        dwp = (q * x).sum().reshape(w_pool.shape) if ctx.needs_input_grad[2] else None
         return dx, dws, dwp, None
 
 
