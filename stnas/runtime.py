@@ -63,8 +63,8 @@ def search_channels_last(dev: torch.device) -> bool:
     """Whether the searches (ST-NAS, DARTS, DrNAS, GOLD-NAS) feed and keep their activations and weights
     channels_last: on CUDA and on the CPU, where oneDNN's NHWC convolutions and pooling are faster (2 CPU
     cores, 2026-12-03: the ST-NAS demo search 50 s against 72 s NCHW; one DrNAS step on the NAS-Bench-201
-    skeleton, batch 64 x 2, one thread: 2.8 s against 4.1 s; GOLD-NAS on darts-gold-demo, batch 32: 113
-    against 142 ms)."""
+    skeleton, batch 64 x 2, one thread: 3.1 s against 4.9 s, docs/toponas.md; GOLD-NAS on darts-gold-demo,
+    batch 32: 113 against 142 ms)."""
     return torch.device(dev).type in ("cuda", "cpu")
 
 
