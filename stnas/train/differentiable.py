@@ -27,6 +27,7 @@ batch, one backward) is ``bilevel=False``.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -109,6 +110,22 @@ def _params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
     return [p for group in optimizer.param_groups for p in group["params"]]
 
 
+@contextlib.contextmanager
+def _frozen(params: list[torch.Tensor]):
+    """``params`` do not require grad inside: the step's forward records no graph for them, so its
+    backward neither computes their gradients nor the work only they need (a convolution's weight
+    gradient; the gradient of a merged TopoNAS kernel with respect to its ops' kernels). Restored on exit,
+    also on an exception."""
+    flags = [p.requires_grad for p in params]
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
+
+
 class DifferentiableTrainer(Trainer):
     """Trains a mixed supernet; a batch is ``((x, y), (x_search, y_search))``.
 
@@ -162,13 +179,16 @@ class DifferentiableTrainer(Trainer):
 
     def arch_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         self.a_optimizer.zero_grad(set_to_none=True)
-        with autocast(self.device, self.amp):
-            loss = self.loss_fn(self.model(x), y)
-        if self.penalty is not None:
-            loss = loss + self.penalty(self.net)
         # Gradients of the architecture only: the weights' would be discarded by the weight step, and
-        # the convolutions' weight gradients are a third of their backward.
-        loss.backward(inputs=_params(self.a_optimizer))
+        # the convolutions' weight gradients are a third of their backward. The weights are frozen
+        # rather than left out with backward(inputs=...): a custom autograd Function sees which of its
+        # inputs require grad, not which ones a backward asks for.
+        with _frozen(_params(self.w_optimizer)):
+            with autocast(self.device, self.amp):
+                loss = self.loss_fn(self.model(x), y)
+            if self.penalty is not None:
+                loss = loss + self.penalty(self.net)
+            loss.backward(inputs=_params(self.a_optimizer))
         self.a_optimizer.step()
         return loss.detach()
 
@@ -176,9 +196,10 @@ class DifferentiableTrainer(Trainer):
         for group in self.w_optimizer.param_groups:
             group["lr"] = self.cfg.lr_at(self.epoch)
         self.w_optimizer.zero_grad(set_to_none=True)
-        with autocast(self.device, self.amp):
-            loss = self.loss_fn(self.model(x), y)
-        loss.backward(inputs=_params(self.w_optimizer))  # the architecture's gradients are the arch step's
+        with _frozen(_params(self.a_optimizer)):  # the architecture's gradients are the arch step's
+            with autocast(self.device, self.amp):
+                loss = self.loss_fn(self.model(x), y)
+            loss.backward(inputs=_params(self.w_optimizer))
         if self.cfg.grad_clip:
             nn.utils.clip_grad_norm_(self.net.weight_parameters(), self.cfg.grad_clip)
         self.w_optimizer.step()
