@@ -9,13 +9,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from stnas.cli import main
 from stnas.spaces import CellArch, Space
 from stnas.supernet.cell_blocks import ReLUConvBN, edge_key
 from stnas.supernet.gated import GatedCellNet
 from stnas.supernet.mixed import MixedCell, MixedCellNet
-from stnas.supernet.toponas import Simplify, SimplifiedMixedCell, _has_cpp_skip_pool, _relu_first, skip_pool
+from stnas.supernet.toponas import (MixedConv, Simplify, SimplifiedMixedCell, _has_cpp_skip_pool, _relu_first, pad_kernel,
+                                    skip_pool)
 from tests.conftest import colour_folder
 
 TINY_CELL = {"type": "cell", "name": "nb201-tiny", "input": {"resolution": 16, "channels": 3}, "num_classes": 4,
@@ -223,6 +225,90 @@ def test_each_edge_runs_one_conv_one_bn_and_one_skip_pool_pass_and_each_source_n
         cell(torch.randn(2, 4, 6, 6), torch.rand(EDGES, len(OPS)))
     pools = 0 if _has_cpp_skip_pool() else EDGES  # the C++ pass, or avg_pool2d in the fallback
     assert counter.calls == {"dense conv": EDGES, "avg_pool2d": pools, "relu": NODES - 1, "batch_norm": EDGES}
+
+
+def mixed_conv_definition(r, v, size, kernels):
+    return F.conv2d(r, sum(v[o] * pad_kernel(k, size) for o, k in enumerate(kernels)), None, 1, size // 2)
+
+
+# v: (share of the 1x1, of the 3x3, of the 5x5). The op left out of the direct computation is the largest
+# kernel holding at least 1/16 of the total: the 5x5, the 3x3 when the 5x5 is below that, the 1x1 when
+# both are; negative and zero weights too (all zero: every op computed directly).
+MIXES = [(0.3, 0.5, 0.2), (0.5, 0.47, 0.03), (0.98, 0.01, 0.01), (-0.4, 0.9, 0.0), (0.0, 0.0, 1.0), (0.0, 0.0, 0.0)]
+
+
+@pytest.mark.parametrize("mix", MIXES)
+@pytest.mark.parametrize("kernels_grad", [False, True])
+def test_mixed_conv_gradients_equal_the_merged_kernel_definition(mix, kernels_grad):
+    """float64, odd sizes: the output and the gradients of r, the mixing weights and (when they require
+    grad) the kernels, against autograd through ``conv2d(r, sum_o v_o pad(K_o))``; with frozen kernels
+    MixedConv takes the mixing weights' gradient from its output (one op by subtraction)."""
+    torch.manual_seed(sum(int(1000 * abs(m)) for m in mix))
+    r = torch.randn(3, 4, 7, 6, dtype=torch.float64, requires_grad=True)
+    v = torch.tensor(mix, dtype=torch.float64, requires_grad=True)
+    kernels = [torch.randn(5, 4, s, s, dtype=torch.float64, requires_grad=kernels_grad) for s in (1, 3, 5)]
+    out = MixedConv.apply(r, v, 5, *kernels)
+    ref = mixed_conv_definition(r, v, 5, kernels)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(out)
+    inputs = [r, v] + (kernels if kernels_grad else [])
+    for a, b in zip(grads((out * g).sum(), inputs), grads((ref * g).sum(), inputs)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_mixed_conv_mixing_gradient_in_fp32_is_as_accurate_as_the_definitions(memory_format):
+    """fp32 at a search's size: the error of dv against the float64 definition stays within that of fp32
+    autograd through the definition times total / v_* (the subtracted op's share: 2 for an even mix, 16
+    at the bound, where the division scales the rounding of <g, z>; below it the 3x3 is not subtracted)."""
+    torch.manual_seed(0)
+    r = torch.relu(torch.randn(16, 8, 16, 16)).to(memory_format=memory_format)
+    kernels = [torch.randn(8, 8, s, s).to(memory_format=memory_format) for s in (1, 3)]
+    g = torch.randn(16, 8, 16, 16).to(memory_format=memory_format)
+    for mix in ((0.5, 0.5), (1 - 1 / 16, 1 / 16), (1 - 1e-4, 1e-4)):  # the last: the 3x3 computed directly
+        v = torch.tensor(mix, requires_grad=True)
+        got = grads((MixedConv.apply(r, v, 3, *kernels) * g).sum(), [v])[0]
+        fp32 = grads((mixed_conv_definition(r, v, 3, kernels) * g).sum(), [v])[0]
+        v64 = v.detach().double().requires_grad_()
+        want = grads((mixed_conv_definition(r.double(), v64, 3, [k.double() for k in kernels]) * g.double()).sum(),
+                     [v64])[0]
+        scale = float(want.abs().max())
+        bound = min(1 / mix[1], 16) * float((fp32.double() - want).abs().max()) + 1e-6 * scale
+        assert float((got.double() - want).abs().max()) <= bound
+
+
+class WeightGradCounter(TorchDispatchMode):
+    """Counts the convolution backwards that compute a weight gradient, by kernel size."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight_grads = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten.convolution_backward.default and args[-1][1]:
+            size = args[2].shape[-1]
+            self.weight_grads[size] = self.weight_grads.get(size, 0) + 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("norm", ["merged", "none"])
+def test_with_frozen_conv_weights_the_architecture_gradient_needs_no_3x3_weight_gradient(norm):
+    """The architecture step's backward (conv weights frozen): the merged edge's mixing gradient costs a
+    1x1 weight gradient, never the 3x3's, and equals the one from a backward with the weights unfrozen
+    (float64). norm="none" is the exact test configuration: it keeps autograd through the mixed kernel."""
+    cell, _ = make_cell({"norm": norm}, channels=4, seed=2)
+    cell.double()
+    x = torch.randn(2, 4, 6, 5, dtype=torch.float64, requires_grad=True)
+    w = torch.rand(EDGES, len(OPS), dtype=torch.float64, requires_grad=True)
+    g = torch.randn(2, 4, 6, 5, dtype=torch.float64)
+    want = grads((cell(x, w) * g).sum(), [x, w])
+    for p in cell.parameters():
+        p.requires_grad_(False)
+    with WeightGradCounter() as counter:
+        got = grads((cell(x, w) * g).sum(), [x, w])
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert counter.weight_grads == ({1: EDGES} if norm == "merged" else {3: EDGES})
 
 
 IMPLS = [pytest.param("cpp", marks=pytest.mark.skipif(not _has_cpp_skip_pool(), reason="stnas._C not built")),

@@ -160,6 +160,81 @@ class PooledSkipPool(torch.autograd.Function):
         return dx, dws, dwp, None
 
 
+class MixedConv(torch.autograd.Function):
+    """``conv2d(r, sum_o v_o * pad(K_o))`` (stride 1, same padding) whose backward, when the kernels
+    ``K_o`` do not require grad (the architecture step freezes the weights), gets the mixing weights'
+    gradients without the convolution's weight gradient.
+
+    ``dv_o = <g, conv(r, K_o)>``; the merged form's autograd would take them as ``<dK, pad(K_o)>``, which
+    needs ``dK``, a weight gradient as costly as the forward. Since the conv is linear in its kernel,
+    ``z = sum_o v_o z_o`` with ``z_o = conv(r, K_o)`` and ``z`` the saved output, so one op's gradient
+    follows from the others': ``dv_* = (<g, z> - sum_{o != *} v_o dv_o) / v_*``. The op left out (``*``)
+    is the one with the largest kernel among those holding at least 1/16 of the total weight (the
+    division by ``v_*`` scales the rounding error of ``<g, z>`` by at most 16 times the total); the others
+    are ``<dK_o, K_o>`` with ``dK_o`` the weight gradient at the op's own size (a 1x1's is one GEMM, 1/9
+    of a 3x3's work). NAS-Bench-201's merged edge thus computes a 1x1 weight gradient instead of the 3x3's
+    (arch step on one CPU thread, NAS-Bench-201 skeleton: the convolutions' backward 363 -> 198 ms). When a kernel requires grad (the weight
+    step), ``dK`` is computed anyway and ``dv_o = <dK, pad(K_o)>``.
+
+    The choice of the op left out reads the mixing weights on the host (one synchronisation per edge on
+    CUDA, unmeasured: no GPU was lent to this work); compiled graphs, which cannot branch on it, take the
+    plain merged conv instead."""
+
+    @staticmethod
+    def forward(ctx, r, v, size: int, *kernels):
+        kernel = None
+        for o, k in enumerate(kernels):
+            term = v[o] * pad_kernel(k, size)
+            kernel = term if kernel is None else kernel + term
+        z = F.conv2d(r, kernel, None, 1, size // 2)
+        ctx.size = size
+        ctx.save_for_backward(r, v, kernel, z, *kernels)
+        return z
+
+    @staticmethod
+    def backward(ctx, g):
+        r, v, kernel, z, *kernels = ctx.saved_tensors
+        need_r, need_v, need_k = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[3:]
+        p = ctx.size // 2
+        dr, dk, _ = torch.ops.aten.convolution_backward(g, r, kernel, None, [1, 1], [p, p], [1, 1], False, [0, 0], 1,
+                                                       [need_r, any(need_k), False])
+        grads = [None] * len(kernels)
+        dv = None
+        if any(need_k):
+            offsets = [(ctx.size - k.shape[-1]) // 2 for k in kernels]
+            crops = [dk[..., a:a + k.shape[-2], a:a + k.shape[-1]] for a, k in zip(offsets, kernels)]
+            grads = [v[o] * c if need_k[o] else None for o, c in enumerate(crops)]
+            if need_v:
+                dv = torch.stack([(c * k).sum() for c, k in zip(crops, kernels)])
+        elif need_v:
+            dv = _mixing_grads_from_output(g, r, v, z, kernels)
+        return (dr if need_r else None, dv, None, *grads)
+
+
+def _mixing_grads_from_output(g, r, v, z, kernels) -> torch.Tensor:
+    """``dv_o = <g, conv(r, K_o)>`` for every o, with one op's taken from ``<g, z>`` (see MixedConv)."""
+    values = v.tolist()
+    total = sum(abs(x) for x in values)
+    eligible = [o for o, x in enumerate(values) if abs(x) * 16 >= total and x != 0]
+    star = max(eligible, key=lambda o: (kernels[o].shape[-1] * kernels[o].shape[-2], abs(values[o])), default=None)
+    dv = [None] * len(kernels)
+    rest = g.new_zeros((), dtype=v.dtype)
+    for o, k in enumerate(kernels):
+        if o == star:
+            continue
+        # <g, conv(r, K_o)> = <dK_o, K_o> with dK_o the weight gradient at the op's own size: for a 1x1
+        # one GEMM (0.2 ms at 64x16x32x32 on one CPU thread, against 0.3 ms for the 1x1 conv alone and
+        # its output's product with g on top).
+        p = k.shape[-1] // 2
+        dk = torch.ops.aten.convolution_backward(g, r, k, None, [1, 1], [p, p], [1, 1], False, [0, 0], 1,
+                                                 [False, True, False])[1]
+        dv[o] = (dk * k).sum().to(v.dtype)
+        rest = rest + v[o] * dv[o]
+    if star is not None:  # None: every weight is zero, and every gradient was computed above
+        dv[star] = ((g * z).sum().to(v.dtype) - rest) / v[star]
+    return torch.stack(dv)
+
+
 @functools.lru_cache(maxsize=None)
 def _has_cpp_skip_pool() -> bool:
     return hasattr(compiled_module()[0], "skip_pool_forward_cpu")
@@ -247,17 +322,26 @@ class SimplifiedMixedCell(nn.Module):
 
     def _conv_group(self, key: str, plan: _EdgePlan, r: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         ops, cfg = self.edges[key], self.simplify
-        kernel = None
-        for o, name in plan.convs:
-            k = ops[name].conv.weight
-            k = pad_kernel(normalized_kernel(k) if cfg.kernel_norm else k, plan.kernel)
-            kernel = w[o] * k if kernel is None else kernel + w[o] * k
+        kernels = [ops[name].conv.weight for _, name in plan.convs]
+        if cfg.kernel_norm:
+            kernels = [normalized_kernel(k) for k in kernels]
         if cfg.norm == "none":
+            kernel = None
+            for (o, _), k in zip(plan.convs, kernels):
+                term = w[o] * pad_kernel(k, plan.kernel)
+                kernel = term if kernel is None else kernel + term
             return F.conv2d(r, kernel, None, 1, plan.kernel // 2)
-        total = w[plan.convs[0][0]] if len(plan.convs) == 1 else w[[o for o, _ in plan.convs]].sum()
+        idx = [o for o, _ in plan.convs]
+        total = w[idx[0]] if len(idx) == 1 else w[idx].sum()
         # The mix at unit total weight (BN divides the scale out anyway; this keeps its eps as per-op BN
         # sees it), and the total weight back as the BN's weight, so no extra activation is saved for it.
-        z = F.conv2d(r, kernel / total.clamp_min(1e-12), None, 1, plan.kernel // 2)
+        v = w[idx] / total.clamp_min(1e-12)
+        if (r.dtype in (torch.float32, torch.float64) and not torch.is_autocast_enabled(r.device.type)
+                and not torch.compiler.is_compiling()):
+            z = MixedConv.apply(r, v, plan.kernel, *kernels)  # z is BN's saved input too: no extra memory
+        else:  # reduced precision: the output-based mixing gradient would carry its rounding
+            kernel = sum(v[i] * pad_kernel(k, plan.kernel) for i, k in enumerate(kernels))
+            z = F.conv2d(r, kernel, None, 1, plan.kernel // 2)
         bn = self.merged_bn[key]
         if bn.training and bn.track_running_stats:
             bn.num_batches_tracked.add_(1)
