@@ -2,7 +2,7 @@
 per search step, and the search's end result.
 
     python bench/bench_toponas.py [--device cpu|cuda] [--space nb201] [--batch 64] [--weighting dirichlet]
-                                  [--steps N] [--warmup W] [--parts edge,step,search] [--search-epochs E]
+                                  [--modes plain,unmerged,merged,merged-nokn,exact] [--steps N] [--warmup W] [--parts edge,step,search] [--search-epochs E]
                                   [--seeds 0,1] [--search-modes unmerged,merged] [--benchmark CSV]
                                   [--memory-format channels_last|contiguous] [--out PATH]
 
@@ -14,20 +14,29 @@ per search step, and the search's end result.
    architecture step on one batch, weight step on another; bench_mixed_supernet's TrainerStep) on
    MixedCellNet(space, weighting, simplify=...).
    Rows: ``unmerged`` (simplify off), ``merged`` (--simplify: one BN per edge, kernel normalisation),
-   ``merged-nokn`` (no kernel normalisation), ``exact`` (norm="none": no BN on the conv group).
+   ``merged-nokn`` (no kernel normalisation), ``exact`` (norm="none": no BN on the conv group), and
+   ``plain``, the baseline a user would otherwise write: bench/nb201_plain.py's AutoDL/NASLib-style
+   supernet (every op its own ReLU-conv-BN, ``sum(w * op(x))`` per edge) stepped with a whole backward in
+   both steps, as their code does (bench_mixed_supernet's SearchStep). Ratios to both ``unmerged`` (what
+   --simplify changes) and ``plain``.
 3. search (``--parts search``): DrNAS/DARTS searches (``--methods``, ``--search-epochs``) on the built-in
    demo data (nb201-demo space) in each of ``--search-modes`` (default: unmerged and merged, i.e. without
    and with --simplify), the same seeds (``--seeds``), and the derived cell's NAS-Bench-201 table accuracy.
 
-Both modes run in ``--memory-format`` (default channels_last: what the searches run on the CPU and on
+All modes run in ``--memory-format`` (default channels_last: what the searches run on the CPU and on
 CUDA, stnas.runtime.search_channels_last), inputs, activations and weights alike.
 
-Time: median over the timed calls after the warm-up (bench/common.time_fn); on the CPU also the median
-process CPU time of the same calls (``cpu_ms``: steadier than wall time on a shared machine; run with
-``--threads 1`` for it to mean single-thread work). Peak activation memory: the
-bytes of the tensors autograd saves for backward (torch.autograd.graph.saved_tensors_hooks, one count per
-storage, parameters, buffers and the input batches excluded; the larger of the step's two passes), on an
-extra untimed call; on CUDA also torch.cuda.max_memory_allocated over the timed calls.
+Time: median over the timed calls after the warm-up (edge part: bench/common.time_fn per row; step part:
+every mode built and warmed first, then ``--reps`` rounds of one call per mode, so that a drift of a
+shared machine's speed falls on all modes alike); on the CPU also the median process CPU time of the same
+calls (``cpu_ms``: steadier than wall time on a shared machine; run with ``--threads 1`` for it to mean
+single-thread work). Step floor: the FLOPs the step performs (torch.utils.flop_counter over one call:
+convolutions and matmuls, forward and the gradients the backward computes) over the measured matmul peak
+(bench_supernet.measure_matmul_peak), and the fraction of it reached (``frac_of_floor``). Peak activation
+memory: the bytes of the tensors autograd saves for backward (torch.autograd.graph.saved_tensors_hooks, one
+count per storage, parameters, buffers and the input batches excluded; the larger of the step's two
+passes), on an extra untimed call; on CUDA also torch.cuda.max_memory_allocated (edge: over the timed
+calls; step: over one more call of the mode alone).
 """
 from __future__ import annotations
 
@@ -52,12 +61,18 @@ common.ensure_stnas_importable()
 from stnas.spaces import Space  # noqa: E402
 
 try:
-    from bench.bench_mixed_supernet import SavedTensorMeter, TrainerStep, load_space
+    from bench.bench_mixed_supernet import SavedTensorMeter, SearchStep, TrainerStep, load_space, matmul_peak
+    from bench.nb201_plain import PlainDartsSupernet
 except ImportError:
-    from bench_mixed_supernet import SavedTensorMeter, TrainerStep, load_space
+    from bench_mixed_supernet import SavedTensorMeter, SearchStep, TrainerStep, load_space, matmul_peak
+    from nb201_plain import PlainDartsSupernet
 
 MODES = {"unmerged": None, "merged": {}, "merged-nokn": {"kernel_norm": False},
          "exact": {"norm": "none", "kernel_norm": False}}
+# The step a user would otherwise write (step part only): bench/nb201_plain.py's supernet (AutoDL-Projects /
+# NASLib style, every op with its own ReLU-conv-BN, sum(w * op(x)) per edge) under bench_mixed_supernet's
+# SearchStep (whole backward in both steps, as their code takes it).
+PLAIN = "plain"
 MEMORY_METHOD = ("saved_activation_mib: bytes of the tensors autograd saves for backward (saved_tensors_hooks, one "
                  "count per storage; parameters, buffers and inputs excluded); for a step the larger of its two passes")
 DEFAULT_TABLE = common.REPO_ROOT.parent / "shared" / "data" / "nb201" / "nats_bench.csv"
@@ -140,26 +155,76 @@ def time_into(row: dict, fn, args, device) -> dict:
 
 # ---------------------------------------------------------------------- 2. one search step
 
-def bench_step(mode: str, space: Space, args, device, batches) -> dict:
+def build_step(mode: str, space: Space, args, device, batches):
+    """The search step of ``mode`` as a callable (``saved_bytes()`` measures its activation memory)."""
     from stnas.supernet.mixed import MixedCellNet
 
-    row = {"part": "step", "mode": mode}
-    t_row = time.perf_counter()
-    try:
-        torch.manual_seed(args.seed)
-        model = MixedCellNet(space, weighting=args.weighting, simplify=MODES[mode])
-        model = model.to(device, memory_format=common.memory_format(args)).train()
-        step = TrainerStep(model, batches, compile=False)
+    torch.manual_seed(args.seed)
+    fmt = common.memory_format(args)
+    if mode == PLAIN:
+        model = PlainDartsSupernet(space, args.weighting).to(device, memory_format=fmt).train()
+        return SearchStep(model, model, batches)
+    model = MixedCellNet(space, weighting=args.weighting, simplify=MODES[mode])
+    return TrainerStep(model.to(device, memory_format=fmt).train(), batches, compile=False)
+
+
+def step_flops(step) -> int:
+    """FLOPs of one step as torch.utils.flop_counter counts them (convolutions and matmuls, forward and
+    the backward's computed outputs only: a gradient a step does not ask for is not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
         step()
-        common.synchronize(device)
-        stats = time_into(row, step, args, device)
-        row.update({"images_per_s": 2 * args.batch / stats["median_s"],
-                    "saved_activation_mib": step.saved_bytes() / 2 ** 20})
-        del step, model
-    except Exception as exc:  # noqa: BLE001
-        row["error"] = common.error_string(exc)
-    row["wall_s"] = time.perf_counter() - t_row
-    return row
+    return counter.get_total_flops()
+
+
+def bench_steps(modes: list[str], space: Space, args, device, batches, peak: float) -> list[dict]:
+    """Every mode's step, built first and then timed in interleaved rounds (one call of each mode per
+    round), so that a drift of the machine's speed falls on all modes alike."""
+    rows, steps = {}, {}
+    for mode in modes:
+        rows[mode] = row = {"part": "step", "mode": mode}
+        t0 = time.perf_counter()
+        try:
+            steps[mode] = step = build_step(mode, space, args, device, batches)
+            for _ in range(max(1, args.warmup)):
+                step()
+            common.synchronize(device)
+        except Exception as exc:  # noqa: BLE001 - a failing row says why
+            row["error"] = common.error_string(exc)
+        row["wall_s"] = time.perf_counter() - t0
+    times = {m: [] for m in steps}
+    cpu = {m: [] for m in steps}
+    for _ in range(max(1, args.reps)):
+        for mode, step in list(steps.items()):
+            try:
+                common.synchronize(device)
+                t0, c0 = time.perf_counter(), time.process_time()
+                step()
+                common.synchronize(device)
+                times[mode].append(time.perf_counter() - t0)
+                cpu[mode].append(time.process_time() - c0)
+            except Exception as exc:  # noqa: BLE001
+                rows[mode]["error"] = common.error_string(exc)
+                del steps[mode]
+    for mode, step in steps.items():
+        row, stats = rows[mode], common.summarize(times[mode])
+        row.update({"median_ms": stats["median_s"] * 1e3, "p10_ms": stats["p10_s"] * 1e3,
+                    "p90_ms": stats["p90_s"] * 1e3, "reps": stats["reps"],
+                    "images_per_s": 2 * args.batch / stats["median_s"]})
+        if device.type == "cpu":
+            row["cpu_ms"] = common.summarize(cpu[mode])["median_s"] * 1e3
+        row["step_gflop"] = step_flops(step) / 1e9
+        if peak == peak:  # not NaN
+            row["floor_ms"] = row["step_gflop"] * 1e9 / peak * 1e3
+            row["frac_of_floor"] = row["floor_ms"] / row["median_ms"]
+        row["saved_activation_mib"] = step.saved_bytes() / 2 ** 20
+        if device.type == "cuda":  # on one more, untimed call of this mode alone
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            step()
+            row["peak_memory_mib"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
+    return [rows[m] for m in modes]
 
 
 # ---------------------------------------------------------------------- 3. the search's end result
@@ -198,7 +263,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--space", default="nb201", help="cell space of the step and edge parts (default nb201)")
     parser.add_argument("--batch", type=int, default=64, help="images per batch (default 64)")
     parser.add_argument("--weighting", choices=("softmax", "dirichlet"), default="dirichlet")
-    parser.add_argument("--modes", default=",".join(MODES), help=f"comma list of {', '.join(MODES)}")
+    parser.add_argument("--modes", default=",".join([PLAIN, *MODES]),
+                        help=f"comma list of {PLAIN} (the step part's AutoDL/NASLib-style baseline), "
+                             f"{', '.join(MODES)} (default: all)")
     parser.add_argument("--parts", default="edge,step", help="comma list of edge, step, search (default edge,step)")
     parser.add_argument("--steps", type=int, default=None, help="timed calls per row (same as --reps)")
     parser.add_argument("--seed", type=int, default=0)
@@ -217,14 +284,14 @@ def main(argv=None) -> dict:
     modes = [m for m in args.modes.split(",") if m]
     parts = [p for p in args.parts.split(",") if p]
     for m in modes:
-        if m not in MODES:
-            raise SystemExit(f"bench_toponas: unknown mode {m!r} (modes: {', '.join(MODES)})")
+        if m not in MODES and m != PLAIN:
+            raise SystemExit(f"bench_toponas: unknown mode {m!r} (modes: {PLAIN}, {', '.join(MODES)})")
     space = load_space(args.space, None, None)
     out = Path(args.out) if args.out else common.default_out("toponas", device)
     env = common.environment(device)
     print(f"# TopoNAS simplification on {env['device_name']} | torch {env['torch']} | threads {torch.get_num_threads()}")
     config = {"space": space.to_dict(), "batch": args.batch, "weighting": args.weighting, "modes": modes,
-              "mode_options": {m: MODES[m] for m in modes}, "parts": parts, "reps": args.reps,
+              "mode_options": {m: MODES.get(m, "bench/nb201_plain.py, whole backward") for m in modes}, "parts": parts, "reps": args.reps,
               "warmup": args.warmup, "max_seconds": args.max_seconds, "seed": args.seed, "dtype": "fp32",
               "memory_format": args.memory_format}
     rows: list[dict] = []
@@ -237,19 +304,20 @@ def main(argv=None) -> dict:
                 "rows": rows}
 
     def ratios():
-        base = {(r["part"], r.get("channels")): r for r in rows if r.get("mode") == "unmerged" and "median_ms" in r}
-        for r in rows:
-            b = base.get((r["part"], r.get("channels")))
-            if b is not None and "median_ms" in r:
-                r["speedup_vs_unmerged"] = b["median_ms"] / r["median_ms"]
-                if "cpu_ms" in r and "cpu_ms" in b:
-                    r["cpu_speedup_vs_unmerged"] = b["cpu_ms"] / r["cpu_ms"]
-                r["memory_vs_unmerged"] = r["saved_activation_mib"] / b["saved_activation_mib"]
+        for ref in ("unmerged", PLAIN):
+            base = {(r["part"], r.get("channels")): r for r in rows if r.get("mode") == ref and "median_ms" in r}
+            for r in rows:
+                b = base.get((r["part"], r.get("channels")))
+                if b is not None and "median_ms" in r:
+                    r[f"speedup_vs_{ref}"] = b["median_ms"] / r["median_ms"]
+                    if "cpu_ms" in r and "cpu_ms" in b:
+                        r[f"cpu_speedup_vs_{ref}"] = b["cpu_ms"] / r["cpu_ms"]
+                    r[f"memory_vs_{ref}"] = r["saved_activation_mib"] / b["saved_activation_mib"]
 
     if "edge" in parts:
         widths = [(space.stage_channels[s], space.resolution // 2 ** s) for s in range(len(space.stage_channels))]
         for c, size in widths:
-            for mode in modes:
+            for mode in [m for m in modes if m != PLAIN]:
                 row = bench_edge(mode, space, c, size, args, device)
                 rows.append(row)
                 ratios()
@@ -261,13 +329,16 @@ def main(argv=None) -> dict:
         shape = (args.batch, space.in_channels, space.resolution, space.resolution)
         batches = [(torch.randn(shape, generator=g).to(device, memory_format=common.memory_format(args)),
                     torch.randint(0, space.num_classes, (args.batch,), generator=g).to(device)) for _ in range(2)]
-        for mode in modes:
-            row = bench_step(mode, space, args, device, batches)
+        peak, how = matmul_peak(device)
+        config["step_floor"] = {"peak_flops": peak, "peak_method": how,
+                                "flops": "torch.utils.flop_counter.FlopCounterMode over one step"}
+        for row in bench_steps(modes, space, args, device, batches, peak):
             rows.append(row)
-            ratios()
-            print(f"step {mode:12s} " + (row.get("error") or
-                  f"{row['median_ms']:9.1f} ms  {row['saved_activation_mib']:7.1f} MiB saved"), flush=True)
-            common.write_results(out, payload())
+            print(f"step {row['mode']:12s} " + (row.get("error") or
+                  f"{row['median_ms']:9.1f} ms  {row['step_gflop']:6.1f} GFLOP  "
+                  f"{row['saved_activation_mib']:7.1f} MiB saved"), flush=True)
+        ratios()
+        common.write_results(out, payload())
     if "search" in parts:
         from stnas.benchmarks import NB201Table
 
@@ -289,7 +360,9 @@ def main(argv=None) -> dict:
     common.table([r for r in rows if r["part"] != "search"],
                  [("part", "part", ""), ("channels", "C", ""), ("mode", "mode", ""), ("median_ms", "median ms", ".2f"),
                   ("reps", "reps", ""), ("speedup_vs_unmerged", "x vs unmerged", ".2f"),
+                  ("speedup_vs_plain", "x vs plain", ".2f"),
                   ("cpu_ms", "CPU ms", ".2f"), ("cpu_speedup_vs_unmerged", "CPU x", ".2f"),
+                  ("step_gflop", "GFLOP", ".1f"), ("frac_of_floor", "of floor", ".2f"),
                   ("saved_activation_mib", "saved act MiB", ".1f"), ("memory_vs_unmerged", "mem vs unmerged", ".2f")]
                  + ([("peak_memory_mib", "peak MiB", ".0f")] if device.type == "cuda" else []), id_keys=("part", "mode"))
     print(f"memory: {MEMORY_METHOD}")
