@@ -98,6 +98,15 @@ def pad_kernel(weight: torch.Tensor, size: int) -> torch.Tensor:
     return F.pad(weight, (p, p, p, p)) if p else weight
 
 
+def mixed_kernel(v: torch.Tensor, kernels, size: int) -> torch.Tensor:
+    """``sum_o v[o] * pad(kernels[o])`` at ``size`` x ``size``: the merged conv's kernel."""
+    kernel = None
+    for o, k in enumerate(kernels):
+        term = v[o] * pad_kernel(k, size)
+        kernel = term if kernel is None else kernel + term
+    return kernel
+
+
 @dataclass(frozen=True)
 class _EdgePlan:
     """One edge's merged schedule: ``convs`` (op index, op name) of the active ReLU-conv-BN ops merged into
@@ -182,10 +191,7 @@ class MixedConv(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, r, v, size: int, *kernels):
-        kernel = None
-        for o, k in enumerate(kernels):
-            term = v[o] * pad_kernel(k, size)
-            kernel = term if kernel is None else kernel + term
+        kernel = mixed_kernel(v, kernels, size)
         z = F.conv2d(r, kernel, None, 1, size // 2)
         ctx.size = size
         ctx.save_for_backward(r, v, kernel, z, *kernels)
@@ -325,13 +331,9 @@ class SimplifiedMixedCell(nn.Module):
         kernels = [ops[name].conv.weight for _, name in plan.convs]
         if cfg.kernel_norm:
             kernels = [normalized_kernel(k) for k in kernels]
-        if cfg.norm == "none":
-            kernel = None
-            for (o, _), k in zip(plan.convs, kernels):
-                term = w[o] * pad_kernel(k, plan.kernel)
-                kernel = term if kernel is None else kernel + term
-            return F.conv2d(r, kernel, None, 1, plan.kernel // 2)
         idx = [o for o, _ in plan.convs]
+        if cfg.norm == "none":
+            return F.conv2d(r, mixed_kernel(w[idx], kernels, plan.kernel), None, 1, plan.kernel // 2)
         total = w[idx[0]] if len(idx) == 1 else w[idx].sum()
         # The mix at unit total weight (BN divides the scale out anyway; this keeps its eps as per-op BN
         # sees it), and the total weight back as the BN's weight, so no extra activation is saved for it.
@@ -339,9 +341,8 @@ class SimplifiedMixedCell(nn.Module):
         if (r.dtype in (torch.float32, torch.float64) and not torch.is_autocast_enabled(r.device.type)
                 and not torch.compiler.is_compiling()):
             z = MixedConv.apply(r, v, plan.kernel, *kernels)  # z is BN's saved input too: no extra memory
-        else:  # reduced precision: the output-based mixing gradient would carry its rounding
-            kernel = sum(v[i] * pad_kernel(k, plan.kernel) for i, k in enumerate(kernels))
-            z = F.conv2d(r, kernel, None, 1, plan.kernel // 2)
+        else:  # reduced precision (the output-based gradient would carry its rounding), or compiled
+            z = F.conv2d(r, mixed_kernel(v, kernels, plan.kernel), None, 1, plan.kernel // 2)
         bn = self.merged_bn[key]
         if bn.training and bn.track_running_stats:
             bn.num_batches_tracked.add_(1)
