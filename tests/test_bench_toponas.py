@@ -1,0 +1,49 @@
+"""bench/bench_toponas.py end to end on a small space: the step rows a GPU run relies on (every mode, the
+AutoDL-style baseline, FLOPs, memory, ratios) and what they must show whatever the machine's speed."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench import bench_toponas
+
+MODES = ("plain", "unmerged", "merged", "merged-nokn", "exact")
+
+
+@pytest.fixture(scope="module")
+def step_rows(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "toponas.json"
+    bench_toponas.main(["--device", "cpu", "--space", "nb201-demo", "--batch", "4", "--parts", "step",
+                        "--warmup", "1", "--reps", "2", "--out", str(out)])
+    data = json.loads(out.read_text())
+    return {r["mode"]: r for r in data["rows"]}, data
+
+
+def test_every_step_mode_runs_and_is_timed_with_its_ratios(step_rows):
+    rows, data = step_rows
+    assert tuple(rows) == MODES
+    for mode, r in rows.items():
+        assert "error" not in r, (mode, r.get("error"))
+        assert r["reps"] == 2 and r["median_ms"] > 0 and r["step_gflop"] > 0
+        assert r["speedup_vs_unmerged"] == pytest.approx(rows["unmerged"]["median_ms"] / r["median_ms"])
+        assert r["speedup_vs_plain"] == pytest.approx(rows["plain"]["median_ms"] / r["median_ms"])
+    assert data["config"]["step_floor"]["flops"].startswith("torch.utils.flop_counter")
+
+
+def test_the_simplified_step_computes_less_and_saves_less_than_the_unmerged_one(step_rows):
+    """Counts, not times: the merged step skips the 1x1 convs and, in the architecture step, the 3x3
+    weight gradient (MixedConv); the exact configuration keeps autograd through the mixed kernel, so it
+    pays that weight gradient. Saved activations: plain > unmerged > merged > exact."""
+    rows, _ = step_rows
+    gflop = {m: r["step_gflop"] for m, r in rows.items()}
+    assert gflop["merged"] == pytest.approx(gflop["merged-nokn"])
+    assert gflop["merged"] < gflop["unmerged"] < gflop["plain"]
+    assert gflop["exact"] > gflop["merged"]
+    mib = {m: r["saved_activation_mib"] for m, r in rows.items()}
+    assert mib["plain"] > mib["unmerged"] > mib["merged"] > mib["exact"]
+
+
+def test_an_unknown_mode_is_refused_in_one_line(tmp_path):
+    with pytest.raises(SystemExit, match="unknown mode 'fused'"):
+        bench_toponas.main(["--device", "cpu", "--modes", "unmerged,fused", "--out", str(tmp_path / "x.json")])
