@@ -4,6 +4,7 @@ float64 (BN removed where the merged form is exact); where BN is moved, the merg
 out with explicit batch means and variances. And ``--simplify`` from the command line for every
 differentiable method on the demo."""
 import json
+import os
 
 import pytest
 import torch
@@ -16,8 +17,8 @@ from stnas.spaces import CellArch, Space
 from stnas.supernet.cell_blocks import ReLUConvBN, edge_key
 from stnas.supernet.gated import GatedCellNet
 from stnas.supernet.mixed import MixedCell, MixedCellNet
-from stnas.supernet.toponas import (MixedConv, Simplify, SimplifiedMixedCell, _has_cpp_skip_pool, _relu_first, pad_kernel,
-                                    skip_pool)
+from stnas.supernet.toponas import (MixedConv, Simplify, SimplifiedMixedCell, _has_cpp_skip_pool, _has_triton_skip_pool,
+                                    _relu_first, pad_kernel, skip_pool)
 from tests.conftest import colour_folder
 
 TINY_CELL = {"type": "cell", "name": "nb201-tiny", "input": {"resolution": 16, "channels": 3}, "num_classes": 4,
@@ -311,8 +312,11 @@ def test_with_frozen_conv_weights_the_architecture_gradient_needs_no_3x3_weight_
     assert counter.weight_grads == ({1: EDGES} if norm == "merged" else {3: EDGES})
 
 
+_INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
 IMPLS = [pytest.param("cpp", marks=pytest.mark.skipif(not _has_cpp_skip_pool(), reason="stnas._C not built")),
-         "pool"]  # CppSkipPool (the CPU's) and PooledSkipPool (CUDA's and the fallback)
+         pytest.param("triton", marks=pytest.mark.skipif(not (_INTERPRETING and _has_triton_skip_pool()),
+                                                         reason="Triton on CPU tensors needs TRITON_INTERPRET=1")),
+         "pool"]  # CppSkipPool (the CPU's), TritonSkipPool (CUDA's) and PooledSkipPool (the fallback)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -362,6 +366,36 @@ def test_skip_pool_in_fp32_matches_the_float64_definition_in_both_memory_formats
     torch.testing.assert_close(out.double(), want, rtol=1e-5, atol=1e-5)
     for a, b in zip(got_grads, want_grads):
         torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_skip_pool_on_cuda_runs_triton_by_default_and_matches_the_float64_definition(dtype, monkeypatch):
+    """CUDA, channels_last, an odd map: the default impl is the Triton kernel, and its output and
+    gradients match the float64 definition within the dtype's rounding (relative to the values' scale)."""
+    assert _has_triton_skip_pool()
+    g = torch.Generator().manual_seed(7)
+    x64 = torch.randn(8, 24, 13, 11, generator=g, dtype=torch.float64)
+    go = torch.randn(8, 24, 13, 11, generator=g, dtype=torch.float64)
+    w64 = torch.tensor([0.6, 1.3], dtype=torch.float64, requires_grad=True)
+    xr = x64.clone().requires_grad_(True)
+    want = w64[0] * xr + w64[1] * F.avg_pool2d(xr, 3, 1, 1, count_include_pad=False)
+    want_grads = torch.autograd.grad((want * go).sum(), [xr, w64])
+    x = x64.to("cuda", dtype).to(memory_format=torch.channels_last).requires_grad_(True)
+    w = w64.detach().to("cuda", torch.float32).requires_grad_(True)
+    from stnas.kernels import skip_pool as kernels
+
+    calls = []
+    forward = kernels.skip_pool_forward
+    monkeypatch.setattr(kernels, "skip_pool_forward", lambda *a: calls.append(1) or forward(*a))
+    out = skip_pool(x, w[0], w[1], True)
+    got_grads = torch.autograd.grad((out * go.to("cuda", dtype)).sum(), [x, w])
+    assert calls == [1]
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(out.double().cpu(), want, rtol=tol, atol=tol)
+    for a, b in zip(got_grads, want_grads):
+        scale = float(b.abs().max())
+        torch.testing.assert_close(a.double().cpu(), b, rtol=tol, atol=tol * scale)
 
 
 @pytest.mark.parametrize("simplify", [True, {"kernel_norm": False}, {"norm": "none"}])

@@ -19,7 +19,7 @@ measured figures.
 3. **Merging linear paths.** Per edge: ``conv(relu(x), sum_o w_o * pad(K_o))`` (a 1x1 kernel padded to the
    centre of the 3x3) and one linear operator on ``x`` with the kernel ``w_skip * delta + w_pool * J/count``
    (identity as a centred delta, average pooling as the fixed box kernel J): :func:`skip_pool`, one pass
-   each way in C++ on the CPU. NAS-Bench-201 pools with ``count_include_pad=False``: on the border ring a
+   each way (C++ on the CPU, Triton on CUDA). NAS-Bench-201 pools with ``count_include_pad=False``: on the border ring a
    position averages fewer than 9 inputs; ``pool_border="exact"`` divides by that count, which equals the
    unmerged sum exactly; ``"include"`` divides by 9 everywhere (``count_include_pad=True`` semantics on
    the border ring, the same interior).
@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stnas.ops._backend import compiled_module, in_layout
+from stnas.ops._backend import compiled_module, in_layout, triton_module
 from stnas.spaces.ops import get_op
 from stnas.supernet.cell_blocks import ReLUConvBN, edge_key
 
@@ -145,12 +145,34 @@ class CppSkipPool(torch.autograd.Function):
                 w_pool.new_tensor(dwp).reshape(w_pool.shape), None)
 
 
+class TritonSkipPool(torch.autograd.Function):
+    """The same function in one Triton kernel each way (``kernels/skip_pool.py``: nine neighbour loads per
+    element, the weights read on the device, the weights' gradients as per-program partial sums), for
+    CUDA tensors; only ``x`` is saved. Tested on the CPU under TRITON_INTERPRET=1; its speed on a GPU is
+    not measured (no GPU was lent to this work): ``bench/bench_toponas.py --device cuda`` times the step
+    that runs it."""
+
+    @staticmethod
+    def forward(ctx, x, w_skip, w_pool, exact: bool):
+        ctx.save_for_backward(x, w_skip, w_pool)
+        ctx.exact = exact
+        return _triton_skip_pool().skip_pool_forward(x, w_skip, w_pool, exact)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w_skip, w_pool = ctx.saved_tensors
+        g = in_layout(g, x.shape, x.stride(), x.dtype)  # the kernel walks both with x's layout
+        dx, dws, dwp = _triton_skip_pool().skip_pool_backward(g, x, w_skip, w_pool, ctx.exact)
+        return (dx if ctx.needs_input_grad[0] else None, dws.to(w_skip.dtype).reshape(w_skip.shape),
+                dwp.to(w_pool.dtype).reshape(w_pool.shape), None)
+
+
 class PooledSkipPool(torch.autograd.Function):
     """The same function with the device's own ``avg_pool2d`` (one kernel each way) and only ``x`` saved:
     ``P`` is self-adjoint up to its divisor, so ``dx = w_skip * g + w_pool * P^T g``, ``dw_skip = <g, x>``,
-    ``dw_pool = <g, P x> = <P^T g, x>``, with ``P^T g`` avg_pool2d's own backward. For CUDA (a fused kernel
-    there is not written; this one is two kernels and four elementwise ops each way, not measured: no GPU
-    was lent to this work) and the CPU's fallback when the C++ extension is not built."""
+    ``dw_pool = <g, P x> = <P^T g, x>``, with ``P^T g`` avg_pool2d's own backward (two kernels and four
+    elementwise ops each way). The fallback where neither the C++ extension (CPU) nor Triton (CUDA) is
+    there, and the reference the GPU benchmark can set the Triton kernel against."""
 
     @staticmethod
     def forward(ctx, x, w_skip, w_pool, exact: bool):
@@ -246,20 +268,42 @@ def _has_cpp_skip_pool() -> bool:
     return hasattr(compiled_module()[0], "skip_pool_forward_cpu")
 
 
+def _triton_skip_pool():
+    module, why = triton_module("skip_pool")
+    if module is None:
+        raise RuntimeError(f"skip_pool: impl 'triton' cannot run: {why}")
+    return module
+
+
+@functools.lru_cache(maxsize=None)
+def _has_triton_skip_pool() -> bool:
+    return triton_module("skip_pool")[0] is not None
+
+
+SKIP_POOL_IMPLS = ("cpp", "triton", "pool")
+
+
 def skip_pool(x: torch.Tensor, w_skip: torch.Tensor, w_pool: torch.Tensor, exact: bool = True,
               impl: str | None = None) -> torch.Tensor:
     """``w_skip * x + w_pool * avg_pool2d(x, 3, 1, 1, count_include_pad=not exact)``: ``impl`` "cpp"
-    (:class:`CppSkipPool`, the default for fp32/fp64 CPU tensors when the extension is built) or "pool"
-    (:class:`PooledSkipPool`, every other case)."""
+    (:class:`CppSkipPool`, the default for fp32/fp64 CPU tensors when the extension is built), "triton"
+    (:class:`TritonSkipPool`, the default for CUDA tensors when Triton imports; CPU tensors only under
+    TRITON_INTERPRET=1) or "pool" (:class:`PooledSkipPool`, every other case)."""
     dense = x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
     if impl is None:
-        impl = ("cpp" if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and dense
-                and _has_cpp_skip_pool() else "pool")
-    if impl not in ("cpp", "pool"):
-        raise ValueError(f"skip_pool: impl must be 'cpp' or 'pool', got {impl!r}")
-    if impl == "cpp" and not dense:
+        if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and _has_cpp_skip_pool():
+            impl = "cpp"
+        elif x.device.type == "cuda" and _has_triton_skip_pool():
+            impl = "triton"
+        else:
+            impl = "pool"
+    if impl not in SKIP_POOL_IMPLS:
+        raise ValueError(f"skip_pool: impl must be one of {SKIP_POOL_IMPLS}, got {impl!r}")
+    if impl == "pool":
+        return PooledSkipPool.apply(x, w_skip, w_pool, exact)
+    if not dense:
         x = x.contiguous()
-    return (CppSkipPool if impl == "cpp" else PooledSkipPool).apply(x, w_skip, w_pool, exact)
+    return (CppSkipPool if impl == "cpp" else TritonSkipPool).apply(x, w_skip, w_pool, exact)
 
 
 def _is_mergeable_pool(module) -> bool:
