@@ -2,7 +2,7 @@
 per search step, and the search's end result.
 
     python bench/bench_toponas.py [--device cpu|cuda] [--space nb201] [--batch 64] [--weighting dirichlet]
-                                  [--modes plain,unmerged,merged,merged-nokn,exact] [--steps N] [--warmup W] [--parts edge,step,search] [--search-epochs E]
+                                  [--modes plain,unmerged,merged,merged-nokn,exact] [--steps N] [--warmup W] [--parts edge,skip_pool,step,search] [--search-epochs E]
                                   [--seeds 0,1] [--search-modes unmerged,merged] [--benchmark CSV]
                                   [--memory-format channels_last|contiguous] [--out PATH]
 
@@ -10,6 +10,11 @@ per search step, and the search's end result.
    C32@16px, C64@8px), ``--batch`` images, forward + backward of ``(out * g).sum()`` to the input, the
    op weights and the architecture weights: MixedCell with two nodes (the unmerged edge: ops one by one,
    ReLU and pooling shared per source, masked_path_sum) against SimplifiedMixedCell (merged).
+1b. skip_pool (``--parts skip_pool``): the merged edge's skip + 3x3 average pooling, forward + backward to
+   x and both weights, at the same widths: ``eager`` (``w_skip * x + w_pool * avg_pool2d(x)`` with
+   autograd, the code a user would write) against skip_pool's impls (``pool``: avg_pool2d with a written
+   backward; ``cpp``: the CPU's C++ pass; ``triton``: CUDA's kernel), with the byte floor (x, out, g, x, dx)
+   over the measured copy bandwidth (bench/common.measure_copy_bandwidth) and the fraction reached.
 2. step: the search step `stnas search --method drnas|darts` takes (DifferentiableTrainer.train_step:
    architecture step on one batch, weight step on another; bench_mixed_supernet's TrainerStep) on
    MixedCellNet(space, weighting, simplify=...).
@@ -153,6 +158,47 @@ def time_into(row: dict, fn, args, device) -> dict:
     return stats
 
 
+# ---------------------------------------------------------------------- 1b. the skip + pooling pass
+
+SKIP_POOL_IMPLS = ("eager", "pool", "cpp", "triton")
+
+
+def bench_skip_pool(impl: str, channels: int, size: int, args, device, copy_gbps: float) -> dict:
+    """Forward + backward (to x and both weights) of ``w_skip * x + w_pool * avgpool(x)``: ``eager`` is the
+    code a user would write (the two terms with autograd); the others are stnas.supernet.toponas.skip_pool's
+    impls. Byte floor: x read and out written forward, g and x read and dx written backward (5 tensors)."""
+    from stnas.supernet.toponas import skip_pool
+
+    row = {"part": "skip_pool", "impl": impl, "mode": impl, "channels": channels, "size": size}
+    if impl == "cpp" and device.type != "cpu":
+        row["error"] = "skipped: the C++ pass runs on CPU tensors"
+        return row
+    if impl == "triton" and device.type != "cuda":
+        row["error"] = "skipped: Triton on the CPU is its interpreter (a correctness tool, not timed)"
+        return row
+    try:
+        fmt = common.memory_format(args)
+        g = torch.Generator(device="cpu").manual_seed(2)
+        x = torch.randn(args.batch, channels, size, size, generator=g).to(device, memory_format=fmt).requires_grad_()
+        grad_out = torch.randn(args.batch, channels, size, size, generator=g).to(device, memory_format=fmt)
+        w = torch.tensor([0.4, 0.7], device=device, requires_grad=True)
+
+        def call():
+            if impl == "eager":
+                out = w[0] * x + w[1] * torch.nn.functional.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
+            else:
+                out = skip_pool(x, w[0], w[1], True, impl)
+            torch.autograd.grad(out, [x, w], grad_out)
+
+        time_into(row, call, args, device)
+        floor = 5 * x.numel() * x.element_size()
+        gbps = floor / (row["median_ms"] / 1e3) / 1e9
+        row.update({"floor_bytes": floor, "gbps": gbps, "frac_copy_bw": gbps / copy_gbps if copy_gbps else None})
+    except Exception as exc:  # noqa: BLE001 - a failing row says why
+        row["error"] = common.error_string(exc)
+    return row
+
+
 # ---------------------------------------------------------------------- 2. one search step
 
 def build_step(mode: str, space: Space, args, device, batches):
@@ -266,7 +312,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--modes", default=",".join([PLAIN, *MODES]),
                         help=f"comma list of {PLAIN} (the step part's AutoDL/NASLib-style baseline), "
                              f"{', '.join(MODES)} (default: all)")
-    parser.add_argument("--parts", default="edge,step", help="comma list of edge, step, search (default edge,step)")
+    parser.add_argument("--parts", default="edge,step",
+                        help="comma list of edge, skip_pool, step, search (default edge,step)")
     parser.add_argument("--steps", type=int, default=None, help="timed calls per row (same as --reps)")
     parser.add_argument("--seed", type=int, default=0)
     common.add_memory_format_arg(parser, "the edge and step parts, both modes")
@@ -324,6 +371,22 @@ def main(argv=None) -> dict:
                 print(f"edge C{c}@{size}px {mode:12s} " + (row.get("error") or
                       f"{row['median_ms']:8.2f} ms  {row['saved_activation_mib']:7.1f} MiB saved"), flush=True)
                 common.write_results(out, payload())
+    if "skip_pool" in parts:
+        copy = common.measure_copy_bandwidth(device)
+        config["copy_bandwidth_gbps"] = copy["gbps"]
+        widths = [(space.stage_channels[s], space.resolution // 2 ** s) for s in range(len(space.stage_channels))]
+        for c, size in widths:
+            for impl in SKIP_POOL_IMPLS:
+                row = bench_skip_pool(impl, c, size, args, device, copy["gbps"])
+                rows.append(row)
+                print(f"skip_pool C{c}@{size}px {impl:8s} " + (row.get("error") or
+                      f"{row['median_ms']:8.3f} ms  {row['frac_copy_bw']:.2f} of copy bandwidth"), flush=True)
+        base = {r["channels"]: r for r in rows if r.get("part") == "skip_pool" and r["impl"] == "eager"
+                and "median_ms" in r}
+        for r in rows:
+            if r.get("part") == "skip_pool" and "median_ms" in r and r["channels"] in base:
+                r["speedup_vs_eager"] = base[r["channels"]]["median_ms"] / r["median_ms"]
+        common.write_results(out, payload())
     if "step" in parts:
         g = torch.Generator(device="cpu").manual_seed(args.seed)
         shape = (args.batch, space.in_channels, space.resolution, space.resolution)
@@ -357,15 +420,23 @@ def main(argv=None) -> dict:
                           f"{row['derived']} {row.get('table')} ({row['wall_s']:.0f} s)"), flush=True)
                     common.write_results(out, payload())
     print()
-    common.table([r for r in rows if r["part"] != "search"],
-                 [("part", "part", ""), ("channels", "C", ""), ("mode", "mode", ""), ("median_ms", "median ms", ".2f"),
-                  ("reps", "reps", ""), ("speedup_vs_unmerged", "x vs unmerged", ".2f"),
-                  ("speedup_vs_plain", "x vs plain", ".2f"),
-                  ("cpu_ms", "CPU ms", ".2f"), ("cpu_speedup_vs_unmerged", "CPU x", ".2f"),
-                  ("step_gflop", "GFLOP", ".1f"), ("frac_of_floor", "of floor", ".2f"),
-                  ("saved_activation_mib", "saved act MiB", ".1f"), ("memory_vs_unmerged", "mem vs unmerged", ".2f")]
-                 + ([("peak_memory_mib", "peak MiB", ".0f")] if device.type == "cuda" else []), id_keys=("part", "mode"))
-    print(f"memory: {MEMORY_METHOD}")
+    pool_rows = [r for r in rows if r["part"] == "skip_pool"]
+    if pool_rows:
+        common.table(pool_rows, [("channels", "C", ""), ("impl", "impl", ""), ("median_ms", "median ms", ".3f"),
+                                 ("speedup_vs_eager", "x vs eager", ".2f"), ("gbps", "GB/s", ".1f"),
+                                 ("frac_copy_bw", "of copy bw", ".2f")], id_keys=("channels", "impl"))
+        print()
+    main_rows = [r for r in rows if r["part"] in ("edge", "step")]
+    if main_rows:
+        common.table(main_rows,
+                     [("part", "part", ""), ("channels", "C", ""), ("mode", "mode", ""), ("median_ms", "median ms", ".2f"),
+                      ("reps", "reps", ""), ("speedup_vs_unmerged", "x vs unmerged", ".2f"),
+                      ("speedup_vs_plain", "x vs plain", ".2f"),
+                      ("cpu_ms", "CPU ms", ".2f"), ("cpu_speedup_vs_unmerged", "CPU x", ".2f"),
+                      ("step_gflop", "GFLOP", ".1f"), ("frac_of_floor", "of floor", ".2f"),
+                      ("saved_activation_mib", "saved act MiB", ".1f"), ("memory_vs_unmerged", "mem vs unmerged", ".2f")]
+                     + ([("peak_memory_mib", "peak MiB", ".0f")] if device.type == "cuda" else []), id_keys=("part", "mode"))
+        print(f"memory: {MEMORY_METHOD}")
     print(f"wrote {out}")
     return payload()
 

@@ -48,13 +48,13 @@ if [ "$stage" = quick ]; then
   python3 -m pytest -q -p no:cacheprovider -rs -m cuda tests > "$out/pytest_cuda_marker.log" 2>&1
   tail -5 "$out/pytest_cuda_marker.log" | tee -a "$log"
   python3 -m pytest -q -p no:cacheprovider -rs -k cuda tests/test_masked_path_sum.py tests/test_sgld_step.py \
-    tests/test_sgld_optimizer.py tests/test_build.py tests/test_mixed.py tests/test_batch_norm_act.py \
+    tests/test_sgld_optimizer.py tests/test_build.py tests/test_mixed.py tests/test_batch_norm_act.py tests/test_toponas.py \
     > "$out/pytest_cuda_ids.log" 2>&1
   tail -5 "$out/pytest_cuda_ids.log" | tee -a "$log"
   step "headline benchmarks"
   timeout 150 python3 bench/bench_mixed_supernet.py --device cuda --steps 20 --out "$out/mixed_supernet_cuda.json" \
     2>&1 | tee -a "$log"
-  timeout 90 python3 bench/bench_toponas.py --device cuda --parts edge,step --steps 20 --out "$out/toponas_cuda.json" \
+  timeout 90 python3 bench/bench_toponas.py --device cuda --parts edge,skip_pool,step --steps 20 --out "$out/toponas_cuda.json" \
     2>&1 | tail -24 | tee -a "$log"
   timeout 60 python3 bench/bench_sgld.py --device cuda --no-compile --out "$out/sgld_cuda.json" 2>&1 | tail -12 | tee -a "$log"
   timeout 60 python3 bench/bench_masked_path_sum.py --device cuda --paths 3,6 --mode fwd+bwd --no-compile \
@@ -92,7 +92,7 @@ if [ "$stage" = all ] || [ "$stage" = bench ]; then
   python3 bench/bench_mixed_supernet.py --device cuda --out "$out/mixed_supernet_cuda.json" 2>&1 | tee -a "$log"
   # TopoNAS: merged vs unmerged edges and steps, then DrNAS/DARTS searches with and without --simplify
   # (3 seeds, the demo data) and their derived cells' table accuracy.
-  python3 bench/bench_toponas.py --device cuda --parts edge,step,search --seeds 0,1,2 --search-epochs 30 \
+  python3 bench/bench_toponas.py --device cuda --parts edge,skip_pool,step,search --seeds 0,1,2 --search-epochs 30 \
     --out "$out/toponas_cuda.json" 2>&1 | tee -a "$log"
   # End to end and data: real JPEGs need the ImageNet sample tar (--tar or ../shared/data), DALI needs
   # nvidia-dali installed; without them those rows say why, and the synthetic rows still run.

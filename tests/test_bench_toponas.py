@@ -14,10 +14,10 @@ MODES = ("plain", "unmerged", "merged", "merged-nokn", "exact")
 @pytest.fixture(scope="module")
 def step_rows(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "toponas.json"
-    bench_toponas.main(["--device", "cpu", "--space", "nb201-demo", "--batch", "4", "--parts", "step",
+    bench_toponas.main(["--device", "cpu", "--space", "nb201-demo", "--batch", "4", "--parts", "skip_pool,step",
                         "--warmup", "1", "--reps", "2", "--out", str(out)])
     data = json.loads(out.read_text())
-    return {r["mode"]: r for r in data["rows"]}, data
+    return {r["mode"]: r for r in data["rows"] if r["part"] == "step"}, data
 
 
 def test_every_step_mode_runs_and_is_timed_with_its_ratios(step_rows):
@@ -47,3 +47,16 @@ def test_the_simplified_step_computes_less_and_saves_less_than_the_unmerged_one(
 def test_an_unknown_mode_is_refused_in_one_line(tmp_path):
     with pytest.raises(SystemExit, match="unknown mode 'fused'"):
         bench_toponas.main(["--device", "cpu", "--modes", "unmerged,fused", "--out", str(tmp_path / "x.json")])
+
+
+def test_the_skip_pool_part_times_every_impl_that_runs_here_against_eager(step_rows):
+    _, data = step_rows
+    rows = [r for r in data["rows"] if r["part"] == "skip_pool"]
+    assert {r["channels"] for r in rows} == {8, 16, 32}  # nb201-demo's three stage widths
+    for r in rows:
+        if r["impl"] == "triton":  # the CPU runs Triton only as its interpreter: not timed
+            assert "skipped" in r["error"]
+            continue
+        assert "error" not in r, r
+        assert r["floor_bytes"] == 5 * 4 * 4 * r["channels"] * r["size"] ** 2  # 5 fp32 tensors of batch 4
+        assert r["speedup_vs_eager"] > 0 and 0 < r["frac_copy_bw"]
