@@ -338,7 +338,8 @@ def main(argv=None) -> dict:
     env = common.environment(device)
     print(f"# TopoNAS simplification on {env['device_name']} | torch {env['torch']} | threads {torch.get_num_threads()}")
     config = {"space": space.to_dict(), "batch": args.batch, "weighting": args.weighting, "modes": modes,
-              "mode_options": {m: MODES.get(m, "bench/nb201_plain.py, whole backward") for m in modes}, "parts": parts, "reps": args.reps,
+              "mode_options": {m: MODES.get(m, "bench/nb201_plain.py, whole backward") for m in modes},
+              "parts": parts, "reps": args.reps,
               "warmup": args.warmup, "max_seconds": args.max_seconds, "seed": args.seed, "dtype": "fp32",
               "memory_format": args.memory_format}
     rows: list[dict] = []
@@ -428,14 +429,15 @@ def main(argv=None) -> dict:
         print()
     main_rows = [r for r in rows if r["part"] in ("edge", "step")]
     if main_rows:
-        common.table(main_rows,
-                     [("part", "part", ""), ("channels", "C", ""), ("mode", "mode", ""), ("median_ms", "median ms", ".2f"),
-                      ("reps", "reps", ""), ("speedup_vs_unmerged", "x vs unmerged", ".2f"),
-                      ("speedup_vs_plain", "x vs plain", ".2f"),
-                      ("cpu_ms", "CPU ms", ".2f"), ("cpu_speedup_vs_unmerged", "CPU x", ".2f"),
-                      ("step_gflop", "GFLOP", ".1f"), ("frac_of_floor", "of floor", ".2f"),
-                      ("saved_activation_mib", "saved act MiB", ".1f"), ("memory_vs_unmerged", "mem vs unmerged", ".2f")]
-                     + ([("peak_memory_mib", "peak MiB", ".0f")] if device.type == "cuda" else []), id_keys=("part", "mode"))
+        columns = [("part", "part", ""), ("channels", "C", ""), ("mode", "mode", ""),
+                   ("median_ms", "median ms", ".2f"), ("reps", "reps", ""),
+                   ("speedup_vs_unmerged", "x vs unmerged", ".2f"), ("speedup_vs_plain", "x vs plain", ".2f"),
+                   ("cpu_ms", "CPU ms", ".2f"), ("cpu_speedup_vs_unmerged", "CPU x", ".2f"),
+                   ("step_gflop", "GFLOP", ".1f"), ("frac_of_floor", "of floor", ".2f"),
+                   ("saved_activation_mib", "saved act MiB", ".1f"), ("memory_vs_unmerged", "mem vs unmerged", ".2f")]
+        if device.type == "cuda":
+            columns.append(("peak_memory_mib", "peak MiB", ".0f"))
+        common.table(main_rows, columns, id_keys=("part", "mode"))
         print(f"memory: {MEMORY_METHOD}")
     print(f"wrote {out}")
     return payload()

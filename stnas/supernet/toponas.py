@@ -19,10 +19,10 @@ measured figures.
 3. **Merging linear paths.** Per edge: ``conv(relu(x), sum_o w_o * pad(K_o))`` (a 1x1 kernel padded to the
    centre of the 3x3) and one linear operator on ``x`` with the kernel ``w_skip * delta + w_pool * J/count``
    (identity as a centred delta, average pooling as the fixed box kernel J): :func:`skip_pool`, one pass
-   each way (C++ on the CPU, Triton on CUDA). NAS-Bench-201 pools with ``count_include_pad=False``: on the border ring a
-   position averages fewer than 9 inputs; ``pool_border="exact"`` divides by that count, which equals the
-   unmerged sum exactly; ``"include"`` divides by 9 everywhere (``count_include_pad=True`` semantics on
-   the border ring, the same interior).
+   each way (C++ on the CPU, Triton on CUDA). NAS-Bench-201 pools with ``count_include_pad=False``: on the
+   border ring a position averages fewer than 9 inputs; ``pool_border="exact"`` divides by that count,
+   which equals the unmerged sum exactly; ``"include"`` divides by 9 everywhere (``count_include_pad=True``
+   semantics on the border ring, the same interior).
 4. **Normalisation** (``norm``, ``kernel_norm``). ``"merged"``: one BatchNorm (no affine, running
    statistics) per edge after the merged conv, and the conv group keeps its total weight
    ``s = sum_o w_o``: ``s * BN(conv(relu(x), sum_o (w_o / s) * pad(K_o_hat)))``, where ``K_o_hat`` is each
@@ -204,8 +204,8 @@ class MixedConv(torch.autograd.Function):
     division by ``v_*`` scales the rounding error of ``<g, z>`` by at most 16 times the total); the others
     are ``<dK_o, K_o>`` with ``dK_o`` the weight gradient at the op's own size (a 1x1's is one GEMM, 1/9
     of a 3x3's work). NAS-Bench-201's merged edge thus computes a 1x1 weight gradient instead of the 3x3's
-    (arch step on one CPU thread, NAS-Bench-201 skeleton: the convolutions' backward 363 -> 198 ms). When a kernel requires grad (the weight
-    step), ``dK`` is computed anyway and ``dv_o = <dK, pad(K_o)>``.
+    (arch step on one CPU thread, NAS-Bench-201 skeleton: the convolutions' backward 363 -> 198 ms). When
+    a kernel requires grad (the weight step), ``dK`` is computed anyway and ``dv_o = <dK, pad(K_o)>``.
 
     The choice of the op left out reads the mixing weights on the host (one synchronisation per edge on
     CUDA, unmeasured: no GPU was lent to this work); compiled graphs, which cannot branch on it, take the
