@@ -257,6 +257,21 @@ def test_mixed_conv_gradients_equal_the_merged_kernel_definition(mix, kernels_gr
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("mix", MIXES)
+def test_mixed_conv_on_cuda_with_frozen_kernels_equals_the_definition(mix):
+    """CUDA, float64: the mixing weights reach the backward through the pinned copy the forward started."""
+    torch.manual_seed(1)
+    r = torch.randn(3, 4, 7, 6, dtype=torch.float64, device="cuda", requires_grad=True)
+    v = torch.tensor(mix, dtype=torch.float64, device="cuda", requires_grad=True)
+    kernels = [torch.randn(5, 4, s, s, dtype=torch.float64, device="cuda") for s in (1, 3, 5)]
+    out = MixedConv.apply(r, v, 5, *kernels)
+    ref = mixed_conv_definition(r, v, 5, kernels)
+    g = torch.randn_like(out)
+    for a, b in zip(grads((out * g).sum(), [r, v]), grads((ref * g).sum(), [r, v])):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
 def test_mixed_conv_mixing_gradient_in_fp32_is_as_accurate_as_the_definitions(memory_format):
     """fp32 at a search's size: the error of dv against the float64 definition stays within that of fp32

@@ -207,9 +207,10 @@ class MixedConv(torch.autograd.Function):
     (arch step on one CPU thread, NAS-Bench-201 skeleton: the convolutions' backward 363 -> 198 ms). When
     a kernel requires grad (the weight step), ``dK`` is computed anyway and ``dv_o = <dK, pad(K_o)>``.
 
-    The choice of the op left out reads the mixing weights on the host (one synchronisation per edge on
-    CUDA, unmeasured: no GPU was lent to this work); compiled graphs, which cannot branch on it, take the
-    plain merged conv instead."""
+    The choice of the op left out reads the mixing weights on the host. On CUDA the forward starts their
+    copy to pinned host memory without waiting, and the backward waits on that copy's event only, long
+    done by then, not on the stream (unmeasured: no GPU was lent to this work). Compiled graphs, which
+    cannot branch on host values, take the plain merged conv instead."""
 
     @staticmethod
     def forward(ctx, r, v, size: int, *kernels):
@@ -217,6 +218,12 @@ class MixedConv(torch.autograd.Function):
         z = F.conv2d(r, kernel, None, 1, size // 2)
         ctx.size = size
         ctx.save_for_backward(r, v, kernel, z, *kernels)
+        ctx.host_v = None
+        if v.is_cuda and v.requires_grad:
+            ctx.host_v = torch.empty(v.shape, dtype=v.dtype, pin_memory=True)
+            ctx.host_v.copy_(v.detach(), non_blocking=True)
+            ctx.host_v_ready = torch.cuda.Event()
+            ctx.host_v_ready.record()
         return z
 
     @staticmethod
@@ -235,13 +242,18 @@ class MixedConv(torch.autograd.Function):
             if need_v:
                 dv = torch.stack([(c * k).sum() for c, k in zip(crops, kernels)])
         elif need_v:
-            dv = _mixing_grads_from_output(g, r, v, z, kernels)
+            if ctx.host_v is not None:
+                ctx.host_v_ready.synchronize()
+                values = ctx.host_v.tolist()
+            else:
+                values = v.tolist()
+            dv = _mixing_grads_from_output(g, r, v, values, z, kernels)
         return (dr if need_r else None, dv, None, *grads)
 
 
-def _mixing_grads_from_output(g, r, v, z, kernels) -> torch.Tensor:
-    """``dv_o = <g, conv(r, K_o)>`` for every o, with one op's taken from ``<g, z>`` (see MixedConv)."""
-    values = v.tolist()
+def _mixing_grads_from_output(g, r, v, values: list[float], z, kernels) -> torch.Tensor:
+    """``dv_o = <g, conv(r, K_o)>`` for every o, with one op's taken from ``<g, z>`` (see MixedConv);
+    ``values``: v on the host."""
     total = sum(abs(x) for x in values)
     eligible = [o for o, x in enumerate(values) if abs(x) * 16 >= total and x != 0]
     star = max(eligible, key=lambda o: (kernels[o].shape[-1] * kernels[o].shape[-2], abs(values[o])), default=None)
