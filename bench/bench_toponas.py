@@ -4,7 +4,8 @@ per search step, and the search's end result.
     python bench/bench_toponas.py [--device cpu|cuda] [--space nb201] [--batch 64] [--weighting dirichlet]
                                   [--modes plain,unmerged,merged,merged-nokn,exact] [--steps N] [--warmup W] [--parts edge,skip_pool,step,search] [--search-epochs E]
                                   [--seeds 0,1] [--search-modes unmerged,merged] [--benchmark CSV]
-                                  [--memory-format channels_last|contiguous] [--out PATH]
+                                  [--memory-format channels_last|contiguous] [--out PATH] [--plot PNG]
+    python bench/bench_toponas.py --replot RESULTS.json --plot PNG      (draw an earlier run, measure nothing)
 
 1. edge: one NAS-Bench-201 mixed edge (all 5 ops) at each stage's width and resolution (C16@32px,
    C32@16px, C64@8px), ``--batch`` images, forward + backward of ``(out * g).sum()`` to the input, the
@@ -47,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import sys
 from dataclasses import asdict
 import tempfile
@@ -324,7 +326,13 @@ def main(argv=None) -> dict:
                         help="modes of the search part (default unmerged,merged: without and with --simplify)")
     parser.add_argument("--benchmark", type=Path, default=DEFAULT_TABLE,
                         help="NAS-Bench-201 table for the search part (default: the shared data's nats_bench.csv)")
+    parser.add_argument("--plot", type=Path, default=None,
+                        help="also draw the step rows (time and memory per mode) into this PNG")
+    parser.add_argument("--replot", type=Path, default=None, metavar="RESULTS_JSON",
+                        help="measure nothing: draw --plot from the step rows of an earlier run's JSON")
     args = parser.parse_args(argv)
+    if args.replot is not None:
+        return replot(args.replot, args.plot)
     device = common.resolve_common_args(args, cpu_reps=5, cuda_reps=50)
     if args.steps is not None:
         args.reps = args.steps
@@ -439,8 +447,31 @@ def main(argv=None) -> dict:
             columns.append(("peak_memory_mib", "peak MiB", ".0f"))
         common.table(main_rows, columns, id_keys=("part", "mode"))
         print(f"memory: {MEMORY_METHOD}")
+    if args.plot is not None:
+        draw(rows, env, args.plot)
     print(f"wrote {out}")
     return payload()
+
+
+def draw(rows: list[dict], env: dict, path: Path) -> None:
+    from stnas.plots import plot_step_modes
+
+    title = f"TopoNAS --simplify: one DrNAS search step per mode ({env.get('device_name', '?')})"
+    if plot_step_modes([r for r in rows if r.get("part") == "step"], path, title):
+        print(f"wrote {path}")
+    else:
+        print(f"--plot: no timed step rows to draw ({path} not written)")
+
+
+def replot(results: Path, path: Path | None) -> dict:
+    if path is None:
+        raise SystemExit("bench_toponas: --replot needs --plot PATH (the PNG to write)")
+    try:
+        data = json.loads(Path(results).read_text())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"bench_toponas: cannot read {results}: {exc}") from None
+    draw(data.get("rows", []), data.get("environment", {}), path)
+    return data
 
 
 if __name__ == "__main__":

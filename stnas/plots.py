@@ -263,3 +263,39 @@ def plot_crnas_beam(rows: Sequence[dict], metric: str, path: Path, title: str = 
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o", ms=3, label=f"beam {rank + 1}")
     _finish(fig, ax, path, "blocks whose dilation is fixed (the rest drawn per batch)", metric,
             title or "CR-NAS: spatial step (beam search)")
+
+
+def plot_step_modes(rows: Sequence[dict], path: Path, title: str = "") -> bool:
+    """One bar per search-step mode (bench/bench_toponas.py's step rows): time per step (left, each bar
+    labelled with its speed-up against ``unmerged``) and activation memory saved for backward (right,
+    labelled with the ratio). False when no row has a time."""
+    rows = [r for r in rows if r.get("median_ms") is not None]
+    if not rows or not is_main():
+        return False
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9.6, 3.8), dpi=120)
+    names = [r["mode"] for r in rows]
+    colours = ["tab:gray" if n == "plain" else "tab:blue" if n == "unmerged" else "tab:green" for n in names]
+    time_key = "cpu_ms" if all("cpu_ms" in r for r in rows) else "median_ms"
+    times = [r[time_key] / 1e3 for r in rows]
+    bars = left.bar(names, times, color=colours)
+    for bar, r in zip(bars, rows):
+        if r.get("speedup_vs_unmerged") is not None:
+            left.annotate(f"{r['speedup_vs_unmerged']:.2f}x", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                          ha="center", va="bottom", fontsize=8)
+    left.set_ylabel("s per step" + (" (process CPU time)" if time_key == "cpu_ms" else ""))
+    left.set_title("time per step (x: speed-up vs unmerged)")
+    mib = [r.get("saved_activation_mib", 0.0) for r in rows]
+    bars = right.bar(names, mib, color=colours)
+    for bar, r in zip(bars, rows):
+        if r.get("memory_vs_unmerged") is not None:
+            right.annotate(f"{r['memory_vs_unmerged']:.2f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                           ha="center", va="bottom", fontsize=8)
+    right.set_ylabel("MiB saved for backward")
+    right.set_title("activation memory (ratio to unmerged)")
+    for ax in (left, right):
+        ax.grid(axis="y", alpha=0.3)
+        ax.tick_params(axis="x", labelsize=8)
+    fig.suptitle(title or "TopoNAS --simplify: one DrNAS search step per mode")
+    _save(fig, path, rect=(0, 0, 1, 0.95))
+    return True

@@ -14,9 +14,12 @@ MODES = ("plain", "unmerged", "merged", "merged-nokn", "exact")
 @pytest.fixture(scope="module")
 def step_rows(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "toponas.json"
+    png = out.with_suffix(".png")
     bench_toponas.main(["--device", "cpu", "--space", "nb201-demo", "--batch", "4", "--parts", "skip_pool,step",
-                        "--warmup", "1", "--reps", "2", "--out", str(out)])
+                        "--warmup", "1", "--reps", "2", "--out", str(out), "--plot", str(png)])
     data = json.loads(out.read_text())
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data["_path"] = str(out)
     return {r["mode"]: r for r in data["rows"] if r["part"] == "step"}, data
 
 
@@ -60,3 +63,16 @@ def test_the_skip_pool_part_times_every_impl_that_runs_here_against_eager(step_r
         assert "error" not in r, r
         assert r["floor_bytes"] == 5 * 4 * 4 * r["channels"] * r["size"] ** 2  # 5 fp32 tensors of batch 4
         assert r["speedup_vs_eager"] > 0 and 0 < r["frac_copy_bw"]
+
+
+def test_replot_draws_an_earlier_run_and_refuses_what_it_cannot_read(step_rows, tmp_path):
+    _, data = step_rows
+    png = tmp_path / "again.png"
+    bench_toponas.main(["--replot", data["_path"], "--plot", str(png)])
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(SystemExit, match="needs --plot"):
+        bench_toponas.main(["--replot", data["_path"]])
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(SystemExit, match="cannot read"):
+        bench_toponas.main(["--replot", str(bad), "--plot", str(png)])
