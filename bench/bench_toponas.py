@@ -381,7 +381,7 @@ def main(argv=None) -> dict:
                       f"{row['median_ms']:8.2f} ms  {row['saved_activation_mib']:7.1f} MiB saved"), flush=True)
                 common.write_results(out, payload())
     if "skip_pool" in parts:
-        copy = common.measure_copy_bandwidth(device)
+        copy = common.measure_copy_bandwidth(device, args.copy_bytes)
         config["copy_bandwidth_gbps"] = copy["gbps"]
         widths = [(space.stage_channels[s], space.resolution // 2 ** s) for s in range(len(space.stage_channels))]
         for c, size in widths:
