@@ -118,6 +118,14 @@ def count(text) -> float:
 
 # ---------------------------------------------------------------------- options every differentiable method shares
 
+def add_checkpoint_every_argument(g, default: int, each_epoch: bool = False) -> None:
+    """``--checkpoint-every``: steps between checkpoints, the same option on every method (those whose
+    trainer also checkpoints at each epoch's end say so)."""
+    also = ", besides every epoch's end" if each_epoch else ""
+    g.add_argument("--checkpoint-every", type=positive(int), default=default,
+                   help=f"steps between checkpoints{also} (default: {default})")
+
+
 def add_simplify_argument(g) -> None:
     """``--simplify``: TopoNAS's simplification of the mixed edges (:mod:`stnas.supernet.toponas`), the same
     switch on every differentiable method (DARTS, DrNAS, GOLD-NAS)."""

@@ -43,7 +43,7 @@ from pathlib import Path
 import torch
 
 from stnas.io import load_checkpoint, start_run, write_csv, write_json
-from stnas.methods.base import Method, RunContext, positive, register
+from stnas.methods.base import Method, RunContext, add_checkpoint_every_argument, positive, register
 from stnas.plots import plot_crnas_beam, plot_crnas_stages
 from stnas.runtime import autocast, progress, use_amp
 from stnas.spaces import Space
@@ -399,8 +399,7 @@ class CRNAS(Method):
         g.add_argument("--arch-val-images", type=positive(int), default=None,
                        help="detection: training images held out to score architectures (default: 48 on the demo, "
                             "5000 as CR-NAS on COCO)")
-        g.add_argument("--checkpoint-every", type=positive(int), default=d.checkpoint_every,
-                       help=f"steps between checkpoints (default: {d.checkpoint_every})")
+        add_checkpoint_every_argument(g, d.checkpoint_every)
 
     def task_of(self, args) -> str:
         """--task, with auto resolved once into ``args`` (check and run both ask; the fallback is said once)."""

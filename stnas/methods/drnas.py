@@ -33,7 +33,8 @@ from pathlib import Path
 import torch
 
 from stnas.io import start_run, write_csv, write_json
-from stnas.methods.base import Method, RunContext, add_simplify_argument, non_negative, positive, register
+from stnas.methods.base import (Method, RunContext, add_checkpoint_every_argument, add_simplify_argument, non_negative,
+                                positive, register)
 from stnas.plots import plot_arch_weights, plot_search_accuracy
 from stnas.runtime import search_channels_last, use_amp
 from stnas.spaces import CellSpace, Space
@@ -287,8 +288,7 @@ class _Bilevel(Method):
         g.add_argument("--benchmark", type=Path, default=None,
                        help="NAS-Bench-201 table (nats_bench.csv): report the derived cell's test accuracies "
                             "after every epoch")
-        g.add_argument("--checkpoint-every", type=positive(int), default=1000,
-                       help="steps between checkpoints, besides every epoch's end (default: 1000)")
+        add_checkpoint_every_argument(g, 1000, each_epoch=True)
         add_simplify_argument(g)
 
     def config(self, args, ctx: RunContext) -> DrNASConfig:

@@ -43,7 +43,8 @@ from pathlib import Path
 import torch
 
 from stnas.io import start_run, write_csv, write_json
-from stnas.methods.base import Method, RunContext, add_simplify_argument, count, non_negative, positive, register
+from stnas.methods.base import (Method, RunContext, add_checkpoint_every_argument, add_simplify_argument, count,
+                                non_negative, positive, register)
 from stnas.runtime import autocast, search_channels_last, use_amp
 from stnas.spaces import Budget, CellSpace, Space
 from stnas.spaces.budget import format_count
@@ -412,8 +413,7 @@ class GOLDNAS(Method):
         g.add_argument("--benchmark", type=Path, default=None,
                        help="NAS-Bench-201 table (nats_bench.csv): search the nb201 cell space and score the "
                             "front with the table")
-        g.add_argument("--checkpoint-every", type=positive(int), default=1000,
-                       help="steps between checkpoints, besides every epoch's end (default: 1000)")
+        add_checkpoint_every_argument(g, 1000, each_epoch=True)
         add_simplify_argument(g)
 
     def config(self, args, ctx: RunContext) -> GoldConfig:

@@ -49,7 +49,8 @@ from torch import nn
 from stnas.evaluate.rank import kendall_tau
 from stnas.evaluate.snapshot import SnapshotEvaluator
 from stnas.io import CheckpointError, load_checkpoint, start_run, write_csv, write_json
-from stnas.methods.base import Method, RunContext, count, non_negative, non_negative_int, positive, register
+from stnas.methods.base import (Method, RunContext, add_checkpoint_every_argument, count,
+                                non_negative, non_negative_int, positive, register)
 from stnas.optim import SGLD
 from stnas.plots import plot_pareto, plot_stability
 from stnas.runtime import search_channels_last, use_amp
@@ -501,8 +502,7 @@ class STNAS(Method):
                        help="weight decay " + by_space("weight_decay"))
         g.add_argument("--temperature", type=non_negative, default=None,
                        help="SGLD temperature T, noise sqrt(2 lr T / N) per step " + by_space("temperature"))
-        g.add_argument("--checkpoint-every", type=positive(int), default=100,
-                       help="steps between checkpoints (default: 100)")
+        add_checkpoint_every_argument(g, 100)
         g.add_argument("--population", type=positive(int), default=None,
                        help="evolution population " + by_space("population"))
         g.add_argument("--generations", type=non_negative_int, default=None,
