@@ -2,8 +2,9 @@
 per search step, and the search's end result.
 
     python bench/bench_toponas.py [--device cpu|cuda] [--space nb201] [--batch 64] [--weighting dirichlet]
-                                  [--modes plain,unmerged,merged,merged-nokn,exact] [--steps N] [--warmup W] [--parts edge,skip_pool,step,search] [--search-epochs E]
-                                  [--seeds 0,1] [--search-modes unmerged,merged] [--benchmark CSV]
+                                  [--modes plain,unmerged,merged,merged-nokn,exact] [--steps N] [--warmup W]
+                                  [--parts edge,skip_pool,step,search] [--search-epochs E] [--seeds 0,1]
+                                  [--search-modes unmerged,merged] [--benchmark CSV]
                                   [--memory-format channels_last|contiguous] [--out PATH] [--plot PNG]
     python bench/bench_toponas.py --replot RESULTS.json --plot PNG      (draw an earlier run, measure nothing)
 
@@ -192,10 +193,8 @@ def bench_skip_pool(impl: str, channels: int, size: int, args, device, copy_gbps
                 out = skip_pool(x, w[0], w[1], True, impl)
             torch.autograd.grad(out, [x, w], grad_out)
 
-        time_into(row, call, args, device)
-        floor = 5 * x.numel() * x.element_size()
-        gbps = floor / (row["median_ms"] / 1e3) / 1e9
-        row.update({"floor_bytes": floor, "gbps": gbps, "frac_copy_bw": gbps / copy_gbps if copy_gbps else None})
+        stats = time_into(row, call, args, device)
+        row.update(common.timing_fields(stats, 5 * x.numel() * x.element_size(), copy_gbps))
     except Exception as exc:  # noqa: BLE001 - a failing row says why
         row["error"] = common.error_string(exc)
     return row
@@ -370,8 +369,9 @@ def main(argv=None) -> dict:
                         r[f"cpu_speedup_vs_{ref}"] = b["cpu_ms"] / r["cpu_ms"]
                     r[f"memory_vs_{ref}"] = r["saved_activation_mib"] / b["saved_activation_mib"]
 
+    # Each stage's width and resolution (NAS-Bench-201: C16 @ 32 px, C32 @ 16 px, C64 @ 8 px).
+    widths = [(space.stage_channels[s], space.resolution // 2 ** s) for s in range(len(space.stage_channels))]
     if "edge" in parts:
-        widths = [(space.stage_channels[s], space.resolution // 2 ** s) for s in range(len(space.stage_channels))]
         for c, size in widths:
             for mode in [m for m in modes if m != PLAIN]:
                 row = bench_edge(mode, space, c, size, args, device)
@@ -383,18 +383,15 @@ def main(argv=None) -> dict:
     if "skip_pool" in parts:
         copy = common.measure_copy_bandwidth(device, args.copy_bytes)
         config["copy_bandwidth_gbps"] = copy["gbps"]
-        widths = [(space.stage_channels[s], space.resolution // 2 ** s) for s in range(len(space.stage_channels))]
+        pool_rows = []
         for c, size in widths:
             for impl in SKIP_POOL_IMPLS:
                 row = bench_skip_pool(impl, c, size, args, device, copy["gbps"])
-                rows.append(row)
+                pool_rows.append(row)
                 print(f"skip_pool C{c}@{size}px {impl:8s} " + (row.get("error") or
                       f"{row['median_ms']:8.3f} ms  {row['frac_copy_bw']:.2f} of copy bandwidth"), flush=True)
-        base = {r["channels"]: r for r in rows if r.get("part") == "skip_pool" and r["impl"] == "eager"
-                and "median_ms" in r}
-        for r in rows:
-            if r.get("part") == "skip_pool" and "median_ms" in r and r["channels"] in base:
-                r["speedup_vs_eager"] = base[r["channels"]]["median_ms"] / r["median_ms"]
+        common.add_ratios(pool_rows, {"eager": "eager"}, ("channels",))
+        rows.extend(pool_rows)
         common.write_results(out, payload())
     if "step" in parts:
         g = torch.Generator(device="cpu").manual_seed(args.seed)
