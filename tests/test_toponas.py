@@ -351,6 +351,17 @@ def test_skip_pool_refuses_an_unknown_impl():
         skip_pool(torch.randn(1, 1, 4, 4), torch.tensor(1.0), torch.tensor(1.0), True, "fft")
 
 
+def test_skip_pool_says_in_one_line_why_an_impl_cannot_run_here(monkeypatch):
+    from stnas.ops import _backend
+
+    w = torch.tensor(1.0)
+    with pytest.raises(RuntimeError, match="impl 'cpp' cannot run here: the C\\+\\+ backend runs on CPU tensors"):
+        skip_pool(torch.randn(1, 1, 4, 4, device="meta"), w, w, True, "cpp")
+    monkeypatch.setattr(_backend, "_triton_interpreting", lambda: False)
+    with pytest.raises(RuntimeError, match="impl 'triton' cannot run here: .*TRITON_INTERPRET=1"):
+        skip_pool(torch.randn(1, 1, 4, 4), w, w, True, "triton")
+
+
 def test_skip_pool_on_a_strided_view_equals_the_definition():
     """A channel slice of a node (partial channels) is neither contiguous nor channels_last."""
     base = torch.randn(2, 6, 5, 7, dtype=torch.float64).to(memory_format=torch.channels_last)

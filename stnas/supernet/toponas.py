@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stnas.ops._backend import compiled_module, in_layout, triton_module
+from stnas.ops._backend import compiled_module, in_layout, triton_module, unavailable_reason
 from stnas.spaces.ops import get_op
 from stnas.supernet.cell_blocks import ReLUConvBN, edge_key
 
@@ -281,10 +281,7 @@ def _has_cpp_skip_pool() -> bool:
 
 
 def _triton_skip_pool():
-    module, why = triton_module("skip_pool")
-    if module is None:
-        raise RuntimeError(f"skip_pool: impl 'triton' cannot run: {why}")
-    return module
+    return triton_module("skip_pool")[0]  # skip_pool() has checked that it imports
 
 
 @functools.lru_cache(maxsize=None)
@@ -313,6 +310,11 @@ def skip_pool(x: torch.Tensor, w_skip: torch.Tensor, w_pool: torch.Tensor, exact
         raise ValueError(f"skip_pool: impl must be one of {SKIP_POOL_IMPLS}, got {impl!r}")
     if impl == "pool":
         return PooledSkipPool.apply(x, w_skip, w_pool, exact)
+    why = unavailable_reason("skip_pool", impl, x.device)
+    if not why and impl == "cpp" and not _has_cpp_skip_pool():
+        why = "stnas._C predates the skip + pooling kernel; rebuild it (pip install --no-build-isolation -e .)"
+    if why:
+        raise RuntimeError(f"skip_pool: impl {impl!r} cannot run here: {why}")
     if not dense:
         x = x.contiguous()
     return (CppSkipPool if impl == "cpp" else TritonSkipPool).apply(x, w_skip, w_pool, exact)
@@ -387,13 +389,13 @@ class SimplifiedMixedCell(nn.Module):
         kernels = [ops[name].conv.weight for _, name in plan.convs]
         if cfg.kernel_norm:
             kernels = [normalized_kernel(k) for k in kernels]
-        idx = [o for o, _ in plan.convs]
+        wc = w[[o for o, _ in plan.convs]]  # the conv ops' weights
         if cfg.norm == "none":
-            return F.conv2d(r, mixed_kernel(w[idx], kernels, plan.kernel), None, 1, plan.kernel // 2)
-        total = w[idx[0]] if len(idx) == 1 else w[idx].sum()
+            return F.conv2d(r, mixed_kernel(wc, kernels, plan.kernel), None, 1, plan.kernel // 2)
+        total = wc[0] if len(wc) == 1 else wc.sum()
         # The mix at unit total weight (BN divides the scale out anyway; this keeps its eps as per-op BN
         # sees it), and the total weight back as the BN's weight, so no extra activation is saved for it.
-        v = w[idx] / total.clamp_min(1e-12)
+        v = wc / total.clamp_min(1e-12)
         if (r.dtype in (torch.float32, torch.float64) and not torch.is_autocast_enabled(r.device.type)
                 and not torch.compiler.is_compiling()):
             z = MixedConv.apply(r, v, plan.kernel, *kernels)  # z is BN's saved input too: no extra memory
