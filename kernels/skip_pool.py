@@ -31,22 +31,31 @@ def _taps(i, n, EXACT: tl.constexpr):
 
 
 @triton.jit
+def _block(numel, H, W, stride_h, stride_w, BLOCK: tl.constexpr):
+    # This program's storage offsets, their mask, and each one's row and column.
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    return offs, offs < numel, (offs // stride_h) % H, (offs // stride_w) % W
+
+
+@triton.jit
+def _neighbour(offs, mask, h, w, H, W, stride_h, stride_w, DH: tl.constexpr, DW: tl.constexpr):
+    # The offset of the neighbour (h + DH, w + DW) of every element, and where it exists.
+    hh, ww = h + DH, w + DW
+    return offs + DH * stride_h + DW * stride_w, mask & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W), hh, ww
+
+
+@triton.jit
 def _skip_pool_forward_kernel(x, out, ws, wp, numel, H, W, stride_h, stride_w,
                               EXACT: tl.constexpr, FP64: tl.constexpr, BLOCK: tl.constexpr):
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < numel
-    h = (offs // stride_h) % H
-    w = (offs // stride_w) % W
+    offs, mask, h, w = _block(numel, H, W, stride_h, stride_w, BLOCK)
     if FP64:
         acc = tl.zeros((BLOCK,), tl.float64)
     else:
         acc = tl.zeros((BLOCK,), tl.float32)
     for dh in tl.static_range(3):
         for dw in tl.static_range(3):
-            hh = h + (dh - 1)
-            ww = w + (dw - 1)
-            ok = mask & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
-            acc += tl.load(x + offs + (dh - 1) * stride_h + (dw - 1) * stride_w, mask=ok, other=0.0).to(acc.dtype)
+            at, ok, _, _ = _neighbour(offs, mask, h, w, H, W, stride_h, stride_w, dh - 1, dw - 1)
+            acc += tl.load(x + at, mask=ok, other=0.0).to(acc.dtype)
     count = (_taps(h, H, EXACT) * _taps(w, W, EXACT)).to(acc.dtype)
     xv = tl.load(x + offs, mask=mask, other=0.0).to(acc.dtype)
     y = tl.load(ws).to(acc.dtype) * xv + tl.load(wp).to(acc.dtype) * (acc / count)
@@ -56,11 +65,7 @@ def _skip_pool_forward_kernel(x, out, ws, wp, numel, H, W, stride_h, stride_w,
 @triton.jit
 def _skip_pool_backward_kernel(g, x, dx, ws, wp, partial, numel, H, W, stride_h, stride_w,
                                EXACT: tl.constexpr, FP64: tl.constexpr, BLOCK: tl.constexpr):
-    pid = tl.program_id(0)
-    offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < numel
-    h = (offs // stride_h) % H
-    w = (offs // stride_w) % W
+    offs, mask, h, w = _block(numel, H, W, stride_h, stride_w, BLOCK)
     if FP64:
         q = tl.zeros((BLOCK,), tl.float64)
     else:
@@ -68,15 +73,14 @@ def _skip_pool_backward_kernel(g, x, dx, ws, wp, partial, numel, H, W, stride_h,
     # P^T g at i: the neighbours' gradients, each divided by the neighbour's own count.
     for dh in tl.static_range(3):
         for dw in tl.static_range(3):
-            hh = h + (dh - 1)
-            ww = w + (dw - 1)
-            ok = mask & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
-            gn = tl.load(g + offs + (dh - 1) * stride_h + (dw - 1) * stride_w, mask=ok, other=0.0).to(q.dtype)
+            at, ok, hh, ww = _neighbour(offs, mask, h, w, H, W, stride_h, stride_w, dh - 1, dw - 1)
+            gn = tl.load(g + at, mask=ok, other=0.0).to(q.dtype)
             q += gn / (_taps(hh, H, EXACT) * _taps(ww, W, EXACT)).to(q.dtype)
     gv = tl.load(g + offs, mask=mask, other=0.0).to(q.dtype)
     xv = tl.load(x + offs, mask=mask, other=0.0).to(q.dtype)
     d = tl.load(ws).to(q.dtype) * gv + tl.load(wp).to(q.dtype) * q
     tl.store(dx + offs, d.to(dx.dtype.element_ty), mask=mask)
+    pid = tl.program_id(0)
     tl.store(partial + 2 * pid, tl.sum(gv * xv, axis=0))
     tl.store(partial + 2 * pid + 1, tl.sum(q * xv, axis=0))
 
